@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/keyward/keyward/keyagent/kdf"
 )
 
 func TestMatch(t *testing.T) {
@@ -99,7 +101,9 @@ func TestCheck(t *testing.T) {
 		{"column", "payroll:employees.ssn", true},
 		{"volume", "boot:volume/web-7/data", true},
 		{"quoted identifier with space", `hr:"my table".col`, true},
-		{"keyring chars", "a.b_c-D9:x", true},
+		{"keyring chars", "a.b_c-9:x", true},
+		{"keyring upper case", "Payroll:x", false},
+		{"keyring leading dash", "-p:x", false},
 		{"no colon", "payroll", false},
 		{"empty keyring", ":x", false},
 		{"empty name", "payroll:", false},
@@ -210,5 +214,18 @@ func TestKeyring(t *testing.T) {
 	}
 	if got := Keyring("nocolon"); got != "" {
 		t.Fatalf("Keyring(nocolon) = %q", got)
+	}
+}
+
+// TestKeyringRuleMatchesKDF keeps the copy of the keyring rule in step with
+// the key service's.
+func TestKeyringRuleMatchesKDF(t *testing.T) {
+	for _, ring := range []string{"payroll", "boot", "a", "a.b_c-9", "0x", "Payroll", "-p", ".p", "_p", "p/q", "p q", "", "é",
+		strings.Repeat("k", 63), strings.Repeat("k", 64)} {
+		mine := checkKeyring(ring) == nil
+		theirs := kdf.CheckKeyring(ring) == nil
+		if mine != theirs {
+			t.Errorf("keyring %q: scope says ok=%v, kdf says ok=%v", ring, mine, theirs)
+		}
 	}
 }
