@@ -1,0 +1,154 @@
+package luks2
+
+import (
+	"bytes"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/memsafe"
+	"github.com/keyward/keyward/testenv"
+)
+
+// Fast KDF settings for images made in tests (the real cost is measured in the bench scenario).
+var (
+	fastPBKDF2  = []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+	fastArgon2i = []string{"--pbkdf", "argon2i", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"}
+	fastArgonID = []string{"--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"}
+)
+
+type image struct {
+	t    testing.TB
+	cs   string // cryptsetup path
+	path string
+	dir  string
+}
+
+// cryptsetup runs cryptsetup with args, failing the test with its output on error.
+func (im *image) cryptsetup(stdin string, args ...string) string {
+	im.t.Helper()
+	out, err := im.try(stdin, args...)
+	if err != nil {
+		im.t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (im *image) try(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(im.cs, append([]string{"--disable-locks"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// newImage makes a plain file of size bytes and formats it with luksFormat and the given options.
+func newImage(t testing.TB, size int64, pass string, opts ...string) *image {
+	t.Helper()
+	cs := testenv.Require(t, "cryptsetup")
+	dir := t.TempDir()
+	im := &image{t: t, cs: cs, path: filepath.Join(dir, "disk.img"), dir: dir}
+	if err := os.WriteFile(im.path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(im.path, size); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"luksFormat", "--type", "luks2", "--batch-mode", "--key-file", "-"}, opts...)
+	im.cryptsetup(pass, append(args, im.path)...)
+	return im
+}
+
+// volumeKey is what `cryptsetup luksDump --dump-volume-key` prints ("MK dump:" in 2.6).
+func (im *image) volumeKey(pass string) []byte {
+	im.t.Helper()
+	out := im.cryptsetup(pass, "luksDump", "--dump-volume-key", "--batch-mode", "--key-file", "-", im.path)
+	var hexs strings.Builder
+	in := false
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "MK dump:"); i >= 0 {
+			in = true
+			line = line[i+len("MK dump:"):]
+		} else if in && !strings.HasPrefix(line, "\t") {
+			break
+		}
+		if in {
+			hexs.WriteString(strings.ReplaceAll(strings.TrimSpace(line), " ", ""))
+		}
+	}
+	k, err := hex.DecodeString(hexs.String())
+	if err != nil || len(k) == 0 {
+		im.t.Fatalf("cannot parse the volume key dump (%d hex chars)", hexs.Len())
+	}
+	return k
+}
+
+func (im *image) open(t testing.TB) (*Volume, *os.File) {
+	t.Helper()
+	f, err := os.OpenFile(im.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	v, err := Open(f)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return v, f
+}
+
+// sameKey compares without ever printing key bytes.
+func sameKey(t testing.TB, k *memsafe.Key, want []byte) {
+	t.Helper()
+	var eq bool
+	if err := k.Use(func(b []byte) error { eq = bytes.Equal(b, want); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !eq {
+		t.Fatalf("recovered volume key (%d bytes) differs from cryptsetup's (%d bytes)", k.Len(), len(want))
+	}
+}
+
+func TestOracleOpenKeyslot(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []string
+	}{
+		{"pbkdf2-sha256", append([]string{"--hash", "sha256"}, fastPBKDF2...)},
+		{"pbkdf2-sha1", append([]string{"--hash", "sha1"}, fastPBKDF2...)},
+		{"pbkdf2-sha512", append([]string{"--hash", "sha512"}, fastPBKDF2...)},
+		{"argon2i", fastArgon2i},
+		{"argon2id", fastArgonID},
+		{"aes-xts-256bit-key", append([]string{"--key-size", "256"}, fastPBKDF2...)},
+		{"sector-512", append([]string{"--sector-size", "512"}, fastPBKDF2...)},
+		{"cbc-essiv", append([]string{"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"}, fastPBKDF2...)},
+		{"xts-plain", append([]string{"--cipher", "aes-xts-plain"}, fastPBKDF2...)},
+		{"metadata-64k", append([]string{"--luks2-metadata-size", "64k"}, fastPBKDF2...)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			im := newImage(t, 20<<20, "correct horse", tc.opts...)
+			want := im.volumeKey("correct horse")
+			v, _ := im.open(t)
+			if !v.Report().Healthy() {
+				t.Fatalf("fresh image reported unhealthy: %+v", v.Report())
+			}
+			k, err := v.OpenKeyslot([]byte("correct horse"), 0)
+			if err != nil {
+				t.Fatalf("OpenKeyslot: %v", err)
+			}
+			defer k.Destroy()
+			sameKey(t, k, want)
+			if _, err := v.OpenKeyslot([]byte("correct horsf"), 0); err != ErrWrongPassphrase {
+				t.Fatalf("wrong passphrase: got %v, want ErrWrongPassphrase", err)
+			}
+			k2, slot, err := v.OpenAnyKeyslot([]byte("correct horse"))
+			if err != nil || slot != 0 {
+				t.Fatalf("OpenAnyKeyslot: slot %d, %v", slot, err)
+			}
+			k2.Destroy()
+		})
+	}
+}
