@@ -3,9 +3,11 @@ package luks2
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -149,6 +151,77 @@ func TestOracleOpenKeyslot(t *testing.T) {
 				t.Fatalf("OpenAnyKeyslot: slot %d, %v", slot, err)
 			}
 			k2.Destroy()
+		})
+	}
+}
+
+func TestOracleConvertedFromLUKS1(t *testing.T) {
+	cs := testenv.Require(t, "cryptsetup")
+	dir := t.TempDir()
+	im := &image{t: t, cs: cs, path: filepath.Join(dir, "l1.img"), dir: dir}
+	os.WriteFile(im.path, nil, 0o600)
+	os.Truncate(im.path, 8<<20)
+	im.cryptsetup("old pass", "luksFormat", "--type", "luks1", "--batch-mode", "--key-file", "-",
+		"--hash", "sha1", "--pbkdf-force-iterations", "1000", im.path)
+	im.cryptsetup("", "convert", "--type", "luks2", "--batch-mode", im.path)
+	want := im.volumeKey("old pass")
+	v, _ := im.open(t)
+	did, _ := v.Metadata().DigestFor(0)
+	if n := len(v.Metadata().Digests[did].Digest); n != 20 {
+		t.Fatalf("converted digest is %d bytes, want 20", n)
+	}
+	k, err := v.OpenKeyslot([]byte("old pass"), 0)
+	if err != nil {
+		t.Fatalf("OpenKeyslot: %v", err)
+	}
+	defer k.Destroy()
+	sameKey(t, k, want)
+}
+
+// TestOracleKnownPlaintext encrypts a file of known sectors in place with `cryptsetup reencrypt
+// --encrypt` (offline) and reads it back through DecryptSector.
+func TestOracleKnownPlaintext(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		t.Run(strconv.Itoa(ss), func(t *testing.T) {
+			cs := testenv.Require(t, "cryptsetup")
+			dir := t.TempDir()
+			im := &image{t: t, cs: cs, path: filepath.Join(dir, "re.img"), dir: dir}
+			const size = 6 << 20
+			plain := make([]byte, 0, size)
+			for i := 0; len(plain) < size; i++ {
+				s := fmt.Appendf(nil, "sector %08d ", i)
+				plain = append(plain, s...)
+				plain = append(plain, bytes.Repeat([]byte{'.'}, 512-len(s))...)
+			}
+			if err := os.WriteFile(im.path, plain, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			im.cryptsetup("pw", append([]string{"reencrypt", "--encrypt", "--type", "luks2", "--batch-mode",
+				"--key-file", "-", "--reduce-device-size", "2M", "--sector-size", strconv.Itoa(ss),
+				"--luks2-metadata-size", "16k", "--luks2-keyslots-size", "256k", "--force-offline-reencrypt"},
+				append(fastPBKDF2, im.path)...)...)
+			v, _ := im.open(t)
+			_, seg := v.DataSegment()
+			if seg.SectorSize != ss {
+				t.Fatalf("sector size %d, want %d", seg.SectorSize, ss)
+			}
+			k, err := v.OpenKeyslot([]byte("pw"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Destroy()
+			// The data is shifted forward by --reduce-device-size: plaintext byte 0 is segment byte 0.
+			nSectors := uint64(size-2<<20-int(seg.Offset)) / uint64(ss)
+			got := make([]byte, ss)
+			for _, n := range []uint64{0, 1, 7, nSectors / 2, nSectors - 1} {
+				if err := v.DecryptSector(k, n, got); err != nil {
+					t.Fatal(err)
+				}
+				want := plain[n*uint64(ss) : (n+1)*uint64(ss)]
+				if !bytes.Equal(got, want) {
+					t.Fatalf("sector %d: decrypted %q..., want %q...", n, got[:16], want[:16])
+				}
+			}
 		})
 	}
 }
