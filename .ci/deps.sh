@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Keyward builds and tests with. Idempotent: installed packages are skipped,
+# and `apt-get update` runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  postgresql postgresql-client   # the real database for integration tests and the demo
+  pgbouncer                      # the proxy baseline in make bench
+  softhsm2 opensc                # the real PKCS#11 HSM (and pkcs11-tool)
+  cryptsetup-bin                 # LUKS2 images and the oracle for volume/luks2
+  openssl                        # BYOK bundles made as the cloud import docs say
+  gcc libc6-dev                  # cgo: PKCS#11 and the Postgres parser
+  qemu-system-x86 linux-image-amd64 busybox-static cpio   # the boot test of volumectl
+  passwd                         # useradd for the unprivileged test user
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  echo "deps: all ${#packages[@]} packages installed"
+  exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then sudo=(sudo); else
+    echo "deps: missing ${missing[*]}; run as root or install them" >&2; exit 1
+  fi
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
