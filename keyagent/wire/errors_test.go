@@ -44,7 +44,7 @@ func TestErrSentinels(t *testing.T) {
 
 type codedErr struct{}
 
-func (codedErr) Error() string   { return "coded" }
+func (codedErr) Error() string  { return "coded" }
 func (codedErr) WireCode() Code { return CodeNotFound }
 
 func TestErrorFrom(t *testing.T) {

@@ -320,7 +320,9 @@ type StatusRequest struct{}
 
 func (*StatusRequest) Type() Type { return TypeStatusRequest }
 
-func (m *StatusRequest) Encode(dst []byte) ([]byte, error) { return encodeEmpty(dst, TypeStatusRequest) }
+func (m *StatusRequest) Encode(dst []byte) ([]byte, error) {
+	return encodeEmpty(dst, TypeStatusRequest)
+}
 
 func (m *StatusRequest) Decode(body []byte) error { return decodeEmpty(body, TypeStatusRequest) }
 
