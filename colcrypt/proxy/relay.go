@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/keyward/keyward/colcrypt/pgwire"
+)
+
+var (
+	errClientGone   = errors.New("client closed the connection")
+	errTerminated   = errors.New("client sent Terminate")
+	errUpstreamGone = errors.New("database server closed the connection")
+	errEnding       = errors.New("session ending")
+)
+
+// relay runs the two pumps until the session ends. The frontend pump (this goroutine) is the only
+// writer to the server; the backend pump is the only writer to the client. Whichever side ends first
+// sets ss.ending and interrupts the other one's read with a past deadline.
+func (ss *session) relay() error {
+	done := make(chan error, 1)
+	go func() { done <- ss.backendLoop() }()
+	ferr := ss.frontendLoop()
+	ss.ending.Store(true)
+	var pe *pgwire.ParseError
+	switch {
+	case errors.Is(ferr, errEnding):
+		// the backend pump ended the session
+	case errors.Is(ferr, errTerminated):
+		// Terminate was forwarded; PostgreSQL closes its side, which ends the backend pump.
+		_ = ss.server.SetReadDeadline(time.Now().Add(time.Second))
+	default:
+		// The client vanished or misbehaved: make sure the backend does not keep running its query for
+		// nobody (a cancel interrupts it now; Terminate then ends it).
+		if !ss.idle() && ss.key != nil {
+			ss.srv.forwardCancel(context.Background(), ss.key.pid, ss.key.secret)
+		}
+		ss.sw.Write(terminateMsg)
+		ss.sw.Flush()
+		ss.wake()
+	}
+	berr := <-done
+	if errors.As(ferr, &pe) {
+		ss.srv.metrics.errors.WithLabelValues("protocol").Inc()
+		ss.cw.Write(errorMsg("FATAL", "08P01", "invalid frontend message: "+pe.Error()))
+		ss.cw.Flush()
+	}
+	if ss.hooked != nil {
+		ss.hooked.close()
+	}
+	ss.kill()
+	if errors.Is(ferr, errEnding) {
+		return berr
+	}
+	if errors.Is(ferr, errTerminated) || errors.Is(ferr, errClientGone) {
+		return nil
+	}
+	return ferr
+}
+
+var terminateMsg = []byte{'X', 0, 0, 0, 4}
+
+func (ss *session) frontendLoop() error {
+	m := ss.srv.metrics
+	var msgs int
+	var read int64
+	publish := func() {
+		if msgs > 0 {
+			m.msgsIn.Add(float64(msgs))
+			b := ss.cr.BytesRead()
+			m.bytesIn.Add(float64(b - read))
+			read, msgs = b, 0
+		}
+	}
+	defer publish()
+	for {
+		if !ss.cr.Pending() {
+			if err := ss.sw.Flush(); err != nil {
+				return errEnding // the backend pump reports the lost server
+			}
+			publish()
+		}
+		msg, err := ss.cr.Next()
+		if err != nil {
+			if ss.ending.Load() {
+				return errEnding
+			}
+			var pe *pgwire.ParseError
+			if errors.As(err, &pe) {
+				return err
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+				return errClientGone
+			}
+			return errors.Join(errClientGone, err)
+		}
+		msgs++
+		switch msg.Type {
+		case 'X':
+			ss.sw.Write(msg.Raw)
+			ss.sw.Flush()
+			return errTerminated
+		case 'Q', 'S', 'F':
+			ss.sent.Add(1)
+		}
+		if ss.hooked != nil {
+			if err := ss.hooked.frontend(msg); err != nil {
+				return err
+			}
+			continue
+		}
+		ss.sw.Write(msg.Raw)
+	}
+}
+
+func (ss *session) backendLoop() error {
+	s := ss.srv
+	m := s.metrics
+	var msgs int
+	var read int64
+	publish := func() {
+		if msgs > 0 {
+			m.msgsOut.Add(float64(msgs))
+			b := ss.sr.BytesRead()
+			m.bytesOut.Add(float64(b - read))
+			read, msgs = b, 0
+		}
+	}
+	defer publish()
+	// end tells the client why the session ends (if it should be told), and stops the frontend pump.
+	end := func(err error, code, text string) error {
+		if code != "" {
+			ss.cw.Write(errorMsg("FATAL", code, text))
+		}
+		ss.cw.Flush()
+		ss.ending.Store(true)
+		_ = ss.client.SetReadDeadline(time.Now())
+		return err
+	}
+	for {
+		if !ss.sr.Pending() {
+			if err := ss.cw.Flush(); err != nil {
+				return end(errClientGone, "", "")
+			}
+			publish()
+		}
+		msg, err := ss.sr.Next()
+		if err != nil {
+			if ss.ending.Load() {
+				return end(errEnding, "", "")
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if s.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I' {
+					return end(errors.New("shutdown"), "57P01", "terminating connection due to administrator command")
+				}
+				if s.cfg.IdleTimeout > 0 && ss.idle() && time.Since(time.Unix(0, ss.idleSince.Load())) >= s.cfg.IdleTimeout {
+					return end(errors.New("idle timeout"), "57P05", "terminating connection due to idle-session timeout")
+				}
+				_ = ss.server.SetReadDeadline(time.Time{})
+				continue
+			}
+			m.errors.WithLabelValues("upstream_lost").Inc()
+			return end(errors.Join(errUpstreamGone, err), "08006", "lost the connection to the database server")
+		}
+		msgs++
+		if msg.Type == 'Z' {
+			if body := msg.Body(); len(body) > 0 {
+				ss.txStatus.Store(uint32(body[0]))
+			}
+			ss.idleSince.Store(time.Now().UnixNano())
+			ss.rfq.Add(1)
+		}
+		if ss.hooked != nil {
+			ss.hooked.backend(msg)
+		} else {
+			ss.cw.Write(msg.Raw)
+		}
+		if msg.Type == 'Z' && s.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I' {
+			return end(errors.New("shutdown"), "57P01", "terminating connection due to administrator command")
+		}
+	}
+}
+
+// isFatal reports whether an ErrorResponse body has severity FATAL or PANIC.
+func isFatal(body []byte) bool {
+	for len(body) > 1 {
+		t := body[0]
+		end := 1
+		for end < len(body) && body[end] != 0 {
+			end++
+		}
+		v := string(body[1:end])
+		if t == 'V' || t == 'S' {
+			return v == "FATAL" || v == "PANIC"
+		}
+		body = body[min(end+1, len(body)):]
+	}
+	return false
+}
