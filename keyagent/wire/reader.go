@@ -24,6 +24,12 @@ type Options struct {
 	// arrived, and writing a frame, so a peer that stalls mid-frame cannot
 	// hold a goroutine forever. 0: none.
 	FrameTimeout time.Duration
+	// NewKey moves a key of n bytes from r into locked memory; nil means
+	// memsafe.FromReader. A client that cannot afford a fresh guarded
+	// allocation per response (memguard maps, locks and guards pages for
+	// each) can plug in a pool of locked buffers here. It must read exactly
+	// n bytes from r into locked memory and nowhere else.
+	NewKey func(r io.Reader, n int) (*memsafe.Key, error)
 }
 
 func (o Options) maxFrame() int {
@@ -259,7 +265,11 @@ func (r *Reader) decodeKey(m *KeyResponse) error {
 		return r.fail(d.err)
 	}
 	r.consume(prefix)
-	k, err := memsafe.FromReader(&keySource{r: r, n: keyLen}, keyLen)
+	newKey := r.opts.NewKey
+	if newKey == nil {
+		newKey = memsafe.FromReader
+	}
+	k, err := newKey(&keySource{r: r, n: keyLen}, keyLen)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = &ParseError{Type: r.typ, Offset: prefix, Err: io.ErrUnexpectedEOF, Detail: "stream ended inside the key"}
