@@ -1,0 +1,119 @@
+package coltype
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Session holds the session settings that change how values are read or written as text. The zero
+// value (and a nil *Session) means TimeZone UTC and DateStyle ISO.
+type Session struct {
+	// TimeZone is the session's TimeZone (from ParameterStatus): it interprets timestamptz input
+	// without an offset and renders timestamptz text. nil means UTC.
+	TimeZone *time.Location
+	// DateStyle is the session's DateStyle as reported ("ISO, MDY"). Text output is implemented for
+	// the ISO style only; others make Render fail for date/time types rather than guess.
+	DateStyle string
+}
+
+func (s *Session) location() *time.Location {
+	if s == nil || s.TimeZone == nil {
+		return time.UTC
+	}
+	return s.TimeZone
+}
+
+func (s *Session) checkDateStyle(t Type) error {
+	if s == nil || s.DateStyle == "" || strings.HasPrefix(strings.ToUpper(strings.TrimSpace(s.DateStyle)), "ISO") {
+		return nil
+	}
+	return &ValueError{Type: t, Format: TextFormat, Reason: fmt.Sprintf("DateStyle %q: only ISO output is implemented", s.DateStyle), Err: ErrUnsupported}
+}
+
+// CorruptError reports canonical bytes that do not decode. Canonical bytes come out of an
+// authenticated envelope, so this means a bug, or a value sealed for another declared type (the
+// column's type changed in the config without re-encrypting).
+type CorruptError struct {
+	Type   Type
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("stored value is not a canonical %s: %s", e.Type.SQLName(), e.Reason)
+}
+
+func corrupt(t Type, reason string) error { return &CorruptError{Type: t, Reason: reason} }
+
+// Canonical parses a value as a client sends it (format 0 text, 1 binary, in the wire encoding of type
+// t) and returns its canonical encoding. See the package documentation for each type's encoding.
+func Canonical(t Type, format int16, src []byte, s *Session) ([]byte, error) {
+	return AppendCanonical(nil, t, format, src, s)
+}
+
+// AppendCanonical is Canonical appending to dst. On error dst is returned unchanged.
+func AppendCanonical(dst []byte, t Type, format int16, src []byte, s *Session) ([]byte, error) {
+	if format != TextFormat && format != BinaryFormat {
+		return dst, fmt.Errorf("coltype: format code %d: want 0 (text) or 1 (binary)", format)
+	}
+	switch t {
+	case Text, Varchar:
+		return canonicalText(dst, t, format, src)
+	case Int2, Int4, Int8:
+		return canonicalInt(dst, t, format, src)
+	case Numeric:
+		return canonicalNumeric(dst, format, src)
+	case Float8:
+		return canonicalFloat8(dst, format, src)
+	case Bool:
+		return canonicalBool(dst, format, src)
+	case Date:
+		return canonicalDate(dst, format, src)
+	case Timestamp, Timestamptz:
+		return canonicalTimestamp(dst, t, format, src, s)
+	case UUID:
+		return canonicalUUID(dst, format, src)
+	case JSONB:
+		return canonicalJSONB(dst, format, src)
+	case Bytea:
+		return canonicalBytea(dst, format, src)
+	}
+	return dst, fmt.Errorf("coltype: invalid type %v", t)
+}
+
+// Render turns a canonical encoding back into the wire format the client asked for. Text output is
+// PostgreSQL's own output for the type, in the session's TimeZone.
+func Render(t Type, format int16, canonical []byte, s *Session) ([]byte, error) {
+	return AppendRender(nil, t, format, canonical, s)
+}
+
+// AppendRender is Render appending to dst.
+func AppendRender(dst []byte, t Type, format int16, canonical []byte, s *Session) ([]byte, error) {
+	if format != TextFormat && format != BinaryFormat {
+		return dst, fmt.Errorf("coltype: format code %d: want 0 (text) or 1 (binary)", format)
+	}
+	switch t {
+	case Text, Varchar, Bytea:
+		if t == Bytea {
+			return renderBytea(dst, format, canonical)
+		}
+		return append(dst, canonical...), nil
+	case Int2, Int4, Int8:
+		return renderInt(dst, t, format, canonical)
+	case Numeric:
+		return renderNumeric(dst, format, canonical)
+	case Float8:
+		return renderFloat8(dst, format, canonical)
+	case Bool:
+		return renderBool(dst, format, canonical)
+	case Date:
+		return renderDate(dst, format, canonical, s)
+	case Timestamp, Timestamptz:
+		return renderTimestamp(dst, t, format, canonical, s)
+	case UUID:
+		return renderUUID(dst, format, canonical)
+	case JSONB:
+		return renderJSONB(dst, format, canonical)
+	}
+	return dst, fmt.Errorf("coltype: invalid type %v", t)
+}

@@ -1,0 +1,81 @@
+package coltype
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func session(t *testing.T, tz string) *Session {
+	t.Helper()
+	if tz == "" {
+		return &Session{}
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Session{TimeZone: loc, DateStyle: "ISO, MDY"}
+}
+
+func caseName(c textCase) string {
+	n := c.t.String() + "/" + strings.ReplaceAll(c.in, "/", "∕")
+	if c.tz != "" {
+		n += "@" + c.tz
+	}
+	return n
+}
+
+// Text in, canonical, text and binary out, binary back in: one value, one canonical form.
+func TestTextCases(t *testing.T) {
+	for _, c := range textCases {
+		t.Run(caseName(c), func(t *testing.T) {
+			s := session(t, c.tz)
+			canon, err := Canonical(c.t, TextFormat, []byte(c.in), s)
+			if c.err {
+				var ve *ValueError
+				if !errors.As(err, &ve) || ve.Type != c.t {
+					t.Fatalf("err = %v, want a *ValueError for %s", err, c.t)
+				}
+				if c.unsupported != errors.Is(err, ErrUnsupported) {
+					t.Fatalf("err = %v, ErrUnsupported expected: %t", err, c.unsupported)
+				}
+				if len(c.in) > 5 && strings.Contains(err.Error(), c.in) {
+					t.Fatalf("error %q echoes the value", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Canonical: %v", err)
+			}
+			out, err := Render(c.t, TextFormat, canon, s)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			if string(out) != c.want {
+				t.Fatalf("text output %q, want %q", out, c.want)
+			}
+			// The text output is itself valid input with the same canonical form.
+			again, err := Canonical(c.t, TextFormat, out, s)
+			if err != nil || !bytes.Equal(again, canon) {
+				t.Fatalf("re-reading the output: %x, %v; want %x", again, err, canon)
+			}
+			// Binary output is accepted as binary input and gives the same canonical form.
+			bin, err := Render(c.t, BinaryFormat, canon, s)
+			if err != nil {
+				t.Fatalf("Render binary: %v", err)
+			}
+			fromBin, err := Canonical(c.t, BinaryFormat, bin, s)
+			if err != nil || !bytes.Equal(fromBin, canon) {
+				t.Fatalf("binary round trip: %x, %v; want %x", fromBin, err, canon)
+			}
+			// Appending keeps the prefix.
+			app, err := AppendRender([]byte("p:"), c.t, TextFormat, canon, s)
+			if err != nil || string(app) != "p:"+c.want {
+				t.Fatalf("AppendRender = %q, %v", app, err)
+			}
+		})
+	}
+}
