@@ -9,10 +9,10 @@ import (
 // column layer: a pg_query parse and its verdict), so statement work happens once per statement text,
 // not once per execution. It is safe for concurrent use by all sessions.
 type StatementCache[V any] struct {
-	mu    sync.Mutex
-	max   int
-	ll    *list.List
-	items map[string]*list.Element
+	mu           sync.Mutex
+	max          int
+	ll           *list.List
+	items        map[string]*list.Element
 	hits, misses uint64
 }
 
