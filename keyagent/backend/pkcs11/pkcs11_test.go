@@ -1,0 +1,118 @@
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/keyagent/backend"
+	"github.com/keyward/keyward/keyagent/backend/backendtest"
+	"github.com/keyward/keyward/testenv"
+)
+
+func configFor(h *testenv.HSM) Config {
+	return Config{Module: h.Module, TokenLabel: h.TokenLabel, PinFile: h.PinFile, PoolSize: 4}
+}
+
+func openT(t *testing.T, cfg Config) *Backend {
+	t.Helper()
+	b, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestContract(t *testing.T) {
+	backendtest.Run(t, backendtest.Config{
+		NewStore: func(t *testing.T) func(t *testing.T) backend.Backend {
+			cfg := configFor(testenv.SoftHSM(t))
+			return func(t *testing.T) backend.Backend { return openT(t, cfg) }
+		},
+		OAEPSHA256: false, // SoftHSM 2.6 has RSA-OAEP with SHA-1 only
+	})
+}
+
+func TestOpenErrors(t *testing.T) {
+	h := testenv.SoftHSM(t)
+	wrongPin := filepath.Join(t.TempDir(), "pin")
+	os.WriteFile(wrongPin, []byte("00000000\n"), 0o600)
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"module not found", Config{Module: "/nonexistent/libnope.so", TokenLabel: h.TokenLabel, PIN: h.UserPin}, "not found"},
+		{"not a module", Config{Module: "/etc/hostname", TokenLabel: h.TokenLabel, PIN: h.UserPin}, "cannot be loaded"},
+		{"token not found", Config{Module: h.Module, TokenLabel: "nope", PIN: h.UserPin}, `token "nope" not found`},
+		{"wrong pin", Config{Module: h.Module, TokenLabel: h.TokenLabel, PinFile: wrongPin}, "PIN for token"},
+		{"no pin", Config{Module: h.Module, TokenLabel: h.TokenLabel}, "no PIN"},
+		{"missing pin file", Config{Module: h.Module, TokenLabel: h.TokenLabel, PinFile: "/nonexistent/pin"}, "pin file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Open(tt.cfg)
+			if err == nil {
+				b.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+	// After all those failures the right configuration still opens.
+	openT(t, configFor(h))
+}
+
+// TestLostSessions closes every session behind the pool's back: the next request fails with
+// ErrUnavailable, the one after it re-opens, logs in again and derives the same key.
+func TestLostSessions(t *testing.T) {
+	ctx := context.Background()
+	b := openT(t, configFor(testenv.SoftHSM(t)))
+	if _, err := b.CreateKeyring(ctx, "payroll", backend.KindDerive); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := b.Derive(ctx, "payroll:x", 0, 256, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Destroy()
+	for round := range 2 {
+		if err := b.mod.ctx.CloseAllSessions(b.conn.slot); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = b.Derive(ctx, "payroll:x", 0, 256, true)
+		if !errors.Is(err, backend.ErrUnavailable) {
+			t.Fatalf("round %d: derive on lost sessions: %v, want ErrUnavailable", round, err)
+		}
+		got, _, err := b.Derive(ctx, "payroll:x", 0, 256, true)
+		if err != nil {
+			t.Fatalf("round %d: derive after reconnect: %v", round, err)
+		}
+		if !got.Equal(want) {
+			t.Fatalf("round %d: another key after reconnect", round)
+		}
+		got.Destroy()
+	}
+}
+
+// TestTokenObjects checks the attributes the HSM actually stored for keyring versions.
+func TestTokenObjects(t *testing.T) {
+	ctx := context.Background()
+	b := openT(t, configFor(testenv.SoftHSM(t)))
+	if _, err := b.CreateKeyring(ctx, "payroll", backend.KindDerive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateKeyring(ctx, "vault", backend.KindHSMAEAD); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ImportPublicKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkObjects(t, b)
+}
