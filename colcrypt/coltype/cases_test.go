@@ -1,5 +1,7 @@
 package coltype
 
+import "strings"
+
 // textCase is one text-format input and PostgreSQL's text output for it (under TimeZone tz, UTC if
 // empty). The same table drives the unit tests and the cross-check against a real PostgreSQL, which
 // is what makes the expected outputs trustworthy.
@@ -61,13 +63,16 @@ var textCases = []textCase{
 	{t: Numeric, in: "0.1", want: "0.1"},
 	{t: Numeric, in: "NaN", want: "NaN"},
 	{t: Numeric, in: "nan", want: "NaN"},
-	{t: Numeric, in: "Infinity", want: "Infinity"},
-	{t: Numeric, in: "-inf", want: "-Infinity"},
+	{t: Numeric, in: "Infinity", want: "Infinity", normalized: true}, // PostgreSQL sends dscale 32 for infinities
+	{t: Numeric, in: "-inf", want: "-Infinity", normalized: true},
 	{t: Numeric, in: "abc", err: true},
 	{t: Numeric, in: "1e", err: true},
 	{t: Numeric, in: ".", err: true},
 	{t: Numeric, in: "1.2.3", err: true},
-	{t: Numeric, in: "1e1001", err: true},
+	{t: Numeric, in: "1e131071", want: "1" + strings.Repeat("0", 131071)},
+	{t: Numeric, in: "1e131072", err: true},
+	{t: Numeric, in: "1e-16383", want: "0." + strings.Repeat("0", 16382) + "1"},
+	{t: Numeric, in: "1e-16384", err: true},
 
 	{t: Float8, in: "0", want: "0"},
 	{t: Float8, in: "-0", want: "0", normalized: true},

@@ -87,13 +87,13 @@ func floorDiv(a, b int64) int64 {
 
 // wallTime is a parsed date/time literal before any time zone is applied.
 type wallTime struct {
-	special  int8  // 0, or -1/+1 for -infinity/infinity
-	days     int64 // days since 2000-01-01 of the wall date
-	us       int64 // microseconds since the wall date's midnight (may be 24h for "24:00:00")
-	hasTime  bool
-	zone     int8 // 0 none, 1 numeric offset (offset), 2 named (loc)
-	offset   int64
-	loc      *time.Location
+	special int8  // 0, or -1/+1 for -infinity/infinity
+	days    int64 // days since 2000-01-01 of the wall date
+	us      int64 // microseconds since the wall date's midnight (may be 24h for "24:00:00")
+	hasTime bool
+	zone    int8 // 0 none, 1 numeric offset (offset), 2 named (loc)
+	offset  int64
+	loc     *time.Location
 }
 
 func (w wallTime) wallUS() int64 { return w.days*usPerDay + w.us }

@@ -31,7 +31,7 @@ const (
 	// the exponent accepted in text input.
 	numericMaxWeightDigits = 131072
 	numericMaxDscale       = 0x3FFF
-	numericMaxInputExp     = 1000
+	numericMaxInputExp     = 1 << 20 // far beyond every limit above; only keeps the parse from overflowing
 )
 
 func (d *decimal) normalize() {

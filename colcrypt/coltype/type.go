@@ -97,7 +97,7 @@ func TypeForOID(oid uint32) (Type, bool) {
 // aliases maps every spelling PostgreSQL accepts for a declared type (in a cast or a config file) to
 // the type. Keys are lower case with single spaces.
 var aliases = map[string]Type{
-	"text": Text,
+	"text":    Text,
 	"varchar": Varchar, "character varying": Varchar,
 	"int2": Int2, "smallint": Int2,
 	"int4": Int4, "integer": Int4, "int": Int4,

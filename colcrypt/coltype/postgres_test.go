@@ -1,0 +1,167 @@
+package coltype
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyward/keyward/testenv"
+)
+
+// pgSession connects to a fresh PostgreSQL and returns a function that runs one single-row,
+// single-column query with text parameters and returns the raw value in the requested format.
+func pgSession(t *testing.T) (query func(tz, sql string, format int16, args ...string) ([]byte, error)) {
+	pg := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	t.Cleanup(cancel)
+	conn, err := pgx.Connect(ctx, pg.UserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "SET DateStyle = 'ISO, MDY'"); err != nil {
+		t.Fatal(err)
+	}
+	curTZ := ""
+	return func(tz, sql string, format int16, args ...string) ([]byte, error) {
+		if tz == "" {
+			tz = "UTC"
+		}
+		if tz != curTZ {
+			if _, err := conn.Exec(ctx, "SET TimeZone = '"+tz+"'"); err != nil {
+				t.Fatal(err)
+			}
+			curTZ = tz
+		}
+		params := make([][]byte, len(args))
+		for i, a := range args {
+			params[i] = []byte(a)
+		}
+		res := conn.PgConn().ExecParams(ctx, sql, params, nil, nil, []int16{format}).Read()
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		if len(res.Rows) != 1 || len(res.Rows[0]) != 1 {
+			return nil, fmt.Errorf("%d rows", len(res.Rows))
+		}
+		return bytes.Clone(res.Rows[0][0]), nil
+	}
+}
+
+// TestAgainstPostgres checks every case of the table against a real PostgreSQL: its text output must
+// be ours, its binary output must be our canonical form (for numeric, after trim_scale), its binary
+// output read back as binary input must give the same canonical form, and what it rejects we reject.
+func TestAgainstPostgres(t *testing.T) {
+	query := pgSession(t)
+	for _, c := range textCases {
+		if c.unsupported {
+			continue
+		}
+		t.Run(caseName(c), func(t *testing.T) {
+			expr := fmt.Sprintf("CAST($1::text AS %s)", c.t)
+			pgText, err := query(c.tz, "SELECT "+expr, TextFormat, c.in)
+			if c.err {
+				if err == nil {
+					t.Fatalf("PostgreSQL accepts the input (%q); the case says it is invalid", pgText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("PostgreSQL rejects the input: %v", err)
+			}
+			s := session(t, c.tz)
+			canon, err := Canonical(c.t, TextFormat, []byte(c.in), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, _ := Render(c.t, TextFormat, canon, s)
+			norm := expr
+			if c.t == Numeric {
+				norm = "trim_scale(" + expr + ")"
+				if pgText, err = query(c.tz, "SELECT "+norm, TextFormat, c.in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !c.normalized || c.t == Numeric {
+				if string(ours) != string(pgText) {
+					t.Errorf("text output: ours %q, PostgreSQL %q", ours, pgText)
+				}
+			}
+			pgBin, err := query(c.tz, "SELECT "+norm, BinaryFormat, c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.normalized && !bytes.Equal(pgBin, canon) {
+				t.Errorf("canonical %x, PostgreSQL binary %x", canon, pgBin)
+			}
+			// PostgreSQL's own binary output (not normalized) is binary input for us.
+			raw, err := query(c.tz, "SELECT "+expr, BinaryFormat, c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromBin, err := Canonical(c.t, BinaryFormat, raw, s)
+			if err != nil || !bytes.Equal(fromBin, canon) {
+				t.Errorf("PostgreSQL's binary %x read as %x (%v), want %x", raw, fromBin, err, canon)
+			}
+		})
+	}
+
+	// Equality: equal canonical forms exactly when PostgreSQL's = says the values are equal.
+	for _, p := range equalityPairs {
+		t.Run("equal/"+p.t.String()+"/"+p.a+"="+p.b, func(t *testing.T) {
+			got, err := query(p.tz, fmt.Sprintf("SELECT CAST($1::text AS %[1]s) = CAST($2::text AS %[1]s)", p.t), TextFormat, p.a, p.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pgEqual := string(got) == "t"
+			s := session(t, p.tz)
+			ca, err1 := Canonical(p.t, TextFormat, []byte(p.a), s)
+			cb, err2 := Canonical(p.t, TextFormat, []byte(p.b), s)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if bytes.Equal(ca, cb) != pgEqual {
+				t.Errorf("canonical equal = %t, PostgreSQL = says %t", bytes.Equal(ca, cb), pgEqual)
+			}
+			if pgEqual != p.equal {
+				t.Errorf("the table says equal=%t, PostgreSQL says %t", p.equal, pgEqual)
+			}
+		})
+	}
+}
+
+var equalityPairs = []struct {
+	t     Type
+	a, b  string
+	tz    string
+	equal bool
+}{
+	{t: Numeric, a: "1.0", b: "1", equal: true},
+	{t: Numeric, a: "-0.00", b: "0", equal: true},
+	{t: Numeric, a: "1e3", b: "1000.000", equal: true},
+	{t: Numeric, a: "1.01", b: "1.1", equal: false},
+	{t: Numeric, a: "NaN", b: "nan", equal: true},
+	{t: Float8, a: "-0", b: "0", equal: true},
+	{t: Float8, a: "NaN", b: "nan", equal: true},
+	{t: Float8, a: "0.1", b: "0.10000000000000001", equal: true},
+	{t: Float8, a: "1e2", b: "100", equal: true},
+	{t: Int4, a: " 42", b: "+42", equal: true},
+	{t: Bool, a: "yes", b: "on", equal: true},
+	{t: Bool, a: "yes", b: "0", equal: false},
+	{t: Date, a: "2024-01-02", b: "2024-1-2 12:00", equal: true},
+	{t: Timestamptz, a: "2024-01-02 03:04:05+01", b: "2024-01-02 02:04:05Z", equal: true},
+	{t: Timestamptz, a: "2024-01-02 03:04:05", b: "2024-01-02 08:04:05+00", tz: "America/New_York", equal: true},
+	{t: Timestamp, a: "2024-01-02 03:04:05+01", b: "2024-01-02 03:04:05-07", equal: true},
+	{t: Timestamp, a: "2024-01-02 03:04:05.0000001", b: "2024-01-02 03:04:05", equal: true},
+	{t: UUID, a: "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", b: "{a0eebc999c0b4ef8bb6d6bb9bd380a11}", equal: true},
+	{t: JSONB, a: `{"a": 1.0, "b": [1, 2]}`, b: `{"b":[1,2],"a":1}`, equal: true},
+	{t: JSONB, a: `{"a": 1, "a": 2}`, b: `{"a": 2}`, equal: true},
+	{t: JSONB, a: `[1, 2]`, b: `[2, 1]`, equal: false},
+	{t: JSONB, a: `"\u00e9"`, b: `"é"`, equal: true},
+	{t: Bytea, a: `\x616263`, b: `abc`, equal: true},
+	{t: Text, a: "abc", b: "abc ", equal: false},
+}
