@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/keyward/keyward/testenv"
 )
 
 var execModes = []struct {
@@ -149,8 +151,11 @@ func TestPgxExecModes(t *testing.T) {
 func TestPgbench(t *testing.T) {
 	pg := pgFor(t)
 	e := startProxy(t, pg, nil)
+	runPgbenchModes(t, pg, e.DSN(pg, pg.User, pg.Password))
+}
+
+func runPgbenchModes(t *testing.T, pg *testenv.PG, dsn string) {
 	pgbench := filepath.Join(pg.BinDir, "pgbench")
-	dsn := e.DSN(pg, pg.User, pg.Password)
 	if out, err := exec.Command(pgbench, "-i", "-q", "-s", "1", "--foreign-keys", dsn).CombinedOutput(); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)
 	}

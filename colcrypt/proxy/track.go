@@ -25,7 +25,10 @@ type tracker struct {
 	queue   []*Request
 	stmts   map[string]*Statement
 	portals map[string]*Portal
-	copyReq *Request // the request whose COPY FROM STDIN is in progress
+	copyReq *Request // the request whose COPY (in or out) the server is in
+	// lastExec is the latest Query or Execute sent: CopyData from the client can only feed it. (Clients
+	// such as pgx send CopyData right behind the Query, before CopyInResponse comes back.)
+	lastExec *Request
 	discard bool     // a server message was refused: drop server messages until ReadyForQuery
 	rgen    uint64   // ReadyForQuery count (backend side)
 
@@ -178,7 +181,7 @@ func (t *tracker) frontend(msg pgwire.Message) error {
 		}
 		fm.Msg = &f
 	case 'd', 'c', 'f':
-		fm.Copy = t.copyReq
+		fm.Copy = t.lastExec
 		if msg.Type == 'f' {
 			var f pgproto3.CopyFail
 			if err := f.Decode(body); err != nil {
@@ -207,8 +210,8 @@ func (t *tracker) frontend(msg pgwire.Message) error {
 				w.Write(probeQuery)
 				return nil
 			case 'd', 'c', 'f':
-				if t.copyReq != nil {
-					t.copyReq.refusal = e
+				if t.lastExec != nil {
+					t.lastExec.refusal = e
 					t.skipCopy = msg.Type == 'd'
 					t.mu.Unlock()
 					w.Write(copyFailMsg)
@@ -271,6 +274,9 @@ func (t *tracker) frontend(msg pgwire.Message) error {
 	if msg.Type != 'd' && msg.Type != 'c' && msg.Type != 'f' {
 		req.gen = t.gen
 		t.push(req)
+		if msg.Type == 'Q' || msg.Type == 'E' {
+			t.lastExec = req
+		}
 		if msg.Type == 'S' || msg.Type == 'Q' || msg.Type == 'F' {
 			t.gen++
 		}
