@@ -114,7 +114,7 @@ func Open(r io.ReaderAt) (*Volume, error) {
 		if primary.hdr == nil && secondary.hdr == nil {
 			var pe *ParseError
 			if errors.As(primary.err, &pe) && pe.Field == "magic" || errors.As(primary.err, &pe) && pe.Field == "version" {
-				return nil, fmt.Errorf("%w: %v", ErrNotLUKS2, primary.err)
+				return nil, fmt.Errorf("%w: %w", ErrNotLUKS2, primary.err)
 			}
 		}
 		return nil, fmt.Errorf("luks2: no valid header copy: primary: %w; secondary: %w", primary.err, secondary.err)
