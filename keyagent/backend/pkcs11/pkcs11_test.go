@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ func configFor(h *testenv.HSM) Config {
 	return Config{Module: h.Module, TokenLabel: h.TokenLabel, PinFile: h.PinFile, PoolSize: 4}
 }
 
-func openT(t *testing.T, cfg Config) *Backend {
+func openT(t testing.TB, cfg Config) *Backend {
 	t.Helper()
 	b, err := Open(cfg)
 	if err != nil {
@@ -111,8 +112,36 @@ func TestTokenObjects(t *testing.T) {
 	if _, err := b.CreateKeyring(ctx, "vault", backend.KindHSMAEAD); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ImportPublicKey(ctx); err != nil {
+	pub, err := b.ImportPublicKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	bundle := backendtest.Bundle(t, pub, secret, "sha1")
+	if _, _, err := b.Import(ctx, "byok", backend.KindDerive, bundle, backend.WrapRSAAESKeyWrapSHA1); err != nil {
 		t.Fatal(err)
 	}
 	checkObjects(t, b)
+	checkRestrictions(t, b, bundle[:384])
+}
+
+// BenchmarkDerive measures direct in-process derivations (C_Sign per 32-byte block) on SoftHSM, the
+// baseline the key service's throughput is compared with.
+func BenchmarkDerive(b *testing.B) {
+	ctx := context.Background()
+	be := openT(b, configFor(testenv.SoftHSM(b)))
+	if _, err := be.CreateKeyring(ctx, "bench", backend.KindDerive); err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k, _, err := be.Derive(ctx, "bench:col", 0, 256, true)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			k.Destroy()
+		}
+	})
 }

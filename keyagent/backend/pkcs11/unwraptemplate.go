@@ -17,7 +17,7 @@ import (
 // value must be the raw CK_ATTRIBUTE structs whose pValue pointers point to C memory that outlives the
 // call; free it afterwards.
 type cTemplate struct {
-	bytes []byte
+	bytes  []byte
 	allocs []unsafe.Pointer
 }
 
