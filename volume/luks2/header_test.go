@@ -263,8 +263,15 @@ func TestDamagedCopies(t *testing.T) {
 		{"hdr_offset lies", reseal(t, good, []int{0}, nil, func(h *Header) { h.HdrOffset = 4096 }), nil,
 			func(r Report) bool { return r.Primary.Err != nil && r.UsedSecondary }},
 		{"csum_alg sha1", func() []byte { b := bytes.Clone(good); copy(b[offCsumAlg:], "sha1\x00\x00"); return b }(), nil,
-			func(r Report) bool { var pe *ParseError; return errors.As(r.Primary.Err, &pe) && pe.Field == "csum_alg" }},
-		{"unterminated label", func() []byte { b := bytes.Clone(good); copy(b[offLabel:offLabel+48], bytes.Repeat([]byte("a"), 48)); return b }(), nil,
+			func(r Report) bool {
+				var pe *ParseError
+				return errors.As(r.Primary.Err, &pe) && pe.Field == "csum_alg"
+			}},
+		{"unterminated label", func() []byte {
+			b := bytes.Clone(good)
+			copy(b[offLabel:offLabel+48], bytes.Repeat([]byte("a"), 48))
+			return b
+		}(), nil,
 			func(r Report) bool { var pe *ParseError; return errors.As(r.Primary.Err, &pe) && pe.Field == "label" }},
 		{"bad hdr_size", func() []byte { b := bytes.Clone(good); b[offHdrSize+6] = 0x50; return b }(), nil,
 			func(r Report) bool { return r.Primary.Err != nil && r.UsedSecondary }},
@@ -310,7 +317,10 @@ func TestDamagedCopies(t *testing.T) {
 // refusal is the typed error it should be.
 func TestRefusedMetadata(t *testing.T) {
 	good := readTestdata(t, "pbkdf2-sha256.luks2")
-	unsupported := func(err error) bool { var ue *UnsupportedError; return errors.As(err, &ue) && errors.Is(err, ErrUnsupported) }
+	unsupported := func(err error) bool {
+		var ue *UnsupportedError
+		return errors.As(err, &ue) && errors.Is(err, ErrUnsupported)
+	}
 	parseErr := func(err error) bool { var pe *ParseError; return errors.As(err, &pe) }
 	tests := []struct {
 		name     string
