@@ -88,7 +88,7 @@ func Read(conn *net.UnixConn) (Cred, error) {
 	var (
 		uc      *unix.Ucred
 		ucErr   error
-		pidfd   = -1
+		pidfd         = -1
 		pfdErr  error = unix.ENOPROTOOPT
 		ctrlErr error
 	)
