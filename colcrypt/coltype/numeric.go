@@ -350,3 +350,46 @@ func decimalFromInt(v int64) decimal {
 	d.normalize()
 	return d
 }
+
+// numericDisplayText is numeric_out of a numeric input before normalization: with the display scale
+// the input had ("1.50" -> "1.50", "1.5e3" -> "1500", "-0.00" -> "0.00"). Only a numeric converted to
+// text needs it; everywhere else the canonical form (minimal scale) is what is stored.
+func numericDisplayText(to Type, format int16, src []byte) ([]byte, error) {
+	var d decimal
+	var reason string
+	if format == BinaryFormat {
+		d, reason = parseNumericBinary(src)
+	} else {
+		d, reason = parseDecimal(src)
+	}
+	if reason != "" {
+		return nil, valueErr(Numeric, format, "%s", reason)
+	}
+	if d.special != 0 {
+		d.normalize()
+		return d.appendText(nil), nil
+	}
+	if d.exp > 0 { // an exponent leaves no fractional digits: the value is an integer
+		for range d.exp {
+			d.digits = append(d.digits, '0')
+		}
+		d.exp = 0
+	}
+	// Strip leading zeros of the integer part only.
+	i := 0
+	for i < len(d.digits)-max(1, -d.exp) && d.digits[i] == '0' {
+		i++
+	}
+	d.digits = d.digits[i:]
+	allZero := true
+	for _, c := range d.digits {
+		allZero = allZero && c == '0'
+	}
+	if allZero {
+		d.neg = false
+	}
+	if r := d.checkLimits(); r != "" {
+		return nil, valueErr(Numeric, format, "%s", r)
+	}
+	return d.appendText(nil), nil
+}

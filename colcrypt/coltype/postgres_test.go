@@ -12,9 +12,10 @@ import (
 	"github.com/keyward/keyward/testenv"
 )
 
-// pgSession connects to a fresh PostgreSQL and returns a function that runs one single-row,
-// single-column query with text parameters and returns the raw value in the requested format.
-func pgSession(t *testing.T) (query func(tz, sql string, format int16, args ...string) ([]byte, error)) {
+// pgSessionOIDs connects to a fresh PostgreSQL and returns a function that runs one single-row,
+// single-column query with text parameters (of the given type OIDs, nil for unspecified) and returns
+// the raw value in the requested format.
+func pgSessionOIDs(t *testing.T) (query func(tz, sql string, oids []uint32, format int16, args ...string) ([]byte, error)) {
 	pg := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	t.Cleanup(cancel)
@@ -27,7 +28,7 @@ func pgSession(t *testing.T) (query func(tz, sql string, format int16, args ...s
 		t.Fatal(err)
 	}
 	curTZ := ""
-	return func(tz, sql string, format int16, args ...string) ([]byte, error) {
+	return func(tz, sql string, oids []uint32, format int16, args ...string) ([]byte, error) {
 		if tz == "" {
 			tz = "UTC"
 		}
@@ -41,7 +42,7 @@ func pgSession(t *testing.T) (query func(tz, sql string, format int16, args ...s
 		for i, a := range args {
 			params[i] = []byte(a)
 		}
-		res := conn.PgConn().ExecParams(ctx, sql, params, nil, nil, []int16{format}).Read()
+		res := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, []int16{format}).Read()
 		if res.Err != nil {
 			return nil, res.Err
 		}
@@ -56,7 +57,11 @@ func pgSession(t *testing.T) (query func(tz, sql string, format int16, args ...s
 // be ours, its binary output must be our canonical form (for numeric, after trim_scale), its binary
 // output read back as binary input must give the same canonical form, and what it rejects we reject.
 func TestAgainstPostgres(t *testing.T) {
-	query := pgSession(t)
+	queryOIDs := pgSessionOIDs(t)
+	query := func(tz, sql string, format int16, args ...string) ([]byte, error) {
+		return queryOIDs(tz, sql, nil, format, args...)
+	}
+	t.Run("literals", func(t *testing.T) { literalsAgainstPostgres(t, queryOIDs) })
 	for _, c := range textCases {
 		if c.unsupported {
 			continue
