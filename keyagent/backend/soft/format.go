@@ -138,6 +138,7 @@ func parsePayload(p []byte) (*store, error) {
 	}
 	nr := int(binary.BigEndian.Uint16(p[off:]))
 	off += 2
+	prev := ""
 	for range nr {
 		if !need(1) {
 			return fail("truncated")
@@ -149,9 +150,10 @@ func parsePayload(p []byte) (*store, error) {
 		}
 		name := string(p[off : off+nl])
 		off += nl
-		if backend.CheckName(name) != nil || s.rings[name] != nil {
-			return fail("bad or duplicate keyring name")
+		if backend.CheckName(name) != nil || name <= prev {
+			return fail("bad, duplicate or unsorted keyring name")
 		}
+		prev = name
 		kind, ok := decode(kindCode, p[off])
 		if !ok {
 			return fail("unknown kind %d", p[off])

@@ -18,7 +18,7 @@
 // passphrase file with one trailing newline removed. The parameters are in the header so that a file keeps
 // opening when the defaults change; a file is never rewritten with other parameters.
 //
-// payload = uint16 ring count, then per keyring (sorted by name): uint8 name length, name, uint8 kind
+// payload = uint16 ring count, then per keyring (strictly sorted by name): uint8 name length, name, uint8 kind
 // (1 derive, 2 hsm-aead), uint32 version count, then per version (ascending): uint32 number, uint8 state
 // (1 active, 2 disabled, 3 destroyed), int64 creation time in Unix nanoseconds, uint8 secret length
 // (0 exactly when destroyed), secret; then uint16 length and PKCS#8 DER of the BYOK import RSA key (0 if

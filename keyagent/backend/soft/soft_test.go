@@ -14,7 +14,7 @@ import (
 // testArgon2 keeps tests fast; production uses DefaultArgon2.
 var testArgon2 = Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
 
-func newStore(t *testing.T) Config {
+func newStore(t testing.TB) Config {
 	dir := t.TempDir()
 	pass := filepath.Join(dir, "pass")
 	if err := os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600); err != nil {
@@ -150,4 +150,44 @@ func TestArgonParamsRecorded(t *testing.T) {
 	if b.hdr.params != (Argon2Params{Time: 2, MemoryKiB: 128, Threads: 2}) {
 		t.Fatalf("params = %+v", b.hdr.params)
 	}
+}
+
+// FuzzParsePayload checks the decrypted payload parser on arbitrary input (the header and the AEAD are
+// checked by TestBadFiles; the payload is what a bug in a writer would corrupt).
+func FuzzParsePayload(f *testing.F) {
+	cfg := newStore(f)
+	b, err := Open(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx := context.Background()
+	b.CreateKeyring(ctx, "payroll", backend.KindDerive)
+	b.CreateKeyring(ctx, "vault", backend.KindHSMAEAD)
+	b.Rotate(ctx, "payroll")
+	b.SetState(ctx, "payroll", 1, backend.StateDestroyed)
+	p, err := marshalPayload(b.s)
+	if err != nil {
+		f.Fatal(err)
+	}
+	b.Close()
+	f.Add(p)
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		s, err := parsePayload(p)
+		if err != nil {
+			var pe *backend.ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("not a ParseError: %v", err)
+			}
+			return
+		}
+		defer s.destroy()
+		q, err := marshalPayload(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(q) != string(p) {
+			t.Fatal("payload does not re-encode to the same bytes")
+		}
+	})
 }
