@@ -17,21 +17,22 @@ import (
 
 	"github.com/keyward/keyward/keyagent/audit"
 	"github.com/keyward/keyward/keyagent/backend"
+	"github.com/keyward/keyward/keyagent/grants"
 	"github.com/keyward/keyward/keyagent/scope"
 	"github.com/keyward/keyward/keyagent/wire"
 )
 
 // Operations named in grants files and audit lines.
 const (
-	OpDerive  = "derive"
-	OpEncrypt = "encrypt"
-	OpDecrypt = "decrypt"
-	OpStatus  = "status"
+	OpDerive  = grants.OpDerive
+	OpEncrypt = grants.OpEncrypt
+	OpDecrypt = grants.OpDecrypt
+	OpStatus  = grants.OpStatus
 )
 
-// Authorizer decides whether a node identity may perform op on scope (keyagent/grants implements it).
+// Authorizer decides whether a node identity may perform op on scope (*grants.Grants implements it).
 type Authorizer interface {
-	Allowed(identity, scope, op string) (bool, string)
+	Allowed(identity, scope string, op grants.Op) (bool, string)
 }
 
 // ServerConfig holds the server's dependencies.
@@ -214,7 +215,7 @@ func (s *Server) badFrame(node string, t wire.Type, err error) (wire.Message, bo
 }
 
 func (s *Server) derive(ctx context.Context, node string, req *wire.KeyRequest) wire.Message {
-	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: OpDerive}
+	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: string(OpDerive)}
 	start := time.Now()
 	if req.Bits != 256 && req.Bits != 512 {
 		return s.deny(ev, wire.CodeBadRequest, "bits must be 256 or 512")
@@ -226,7 +227,7 @@ func (s *Server) derive(ctx context.Context, node string, req *wire.KeyRequest) 
 		return s.deny(ev, wire.CodeDenied, why)
 	}
 	k, v, err := s.cfg.Backend.Derive(ctx, req.Scope, int(req.Version), int(req.Bits), req.Op == wire.OpEncrypt)
-	s.metrics.hsmSeconds.WithLabelValues(OpDerive).Observe(time.Since(start).Seconds())
+	s.metrics.hsmSeconds.WithLabelValues(string(OpDerive)).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.fail(ev, err)
 	}
@@ -239,7 +240,7 @@ func (s *Server) derive(ctx context.Context, node string, req *wire.KeyRequest) 
 }
 
 func (s *Server) hsmEncrypt(ctx context.Context, node string, req *wire.HSMEncryptRequest) wire.Message {
-	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: OpEncrypt}
+	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: string(OpEncrypt)}
 	start := time.Now()
 	if err := scope.Check(req.Scope); err != nil {
 		return s.deny(ev, wire.CodeBadRequest, err.Error())
@@ -248,7 +249,7 @@ func (s *Server) hsmEncrypt(ctx context.Context, node string, req *wire.HSMEncry
 		return s.deny(ev, wire.CodeDenied, why)
 	}
 	ct, v, err := s.cfg.Backend.Encrypt(ctx, scope.Keyring(req.Scope), int(req.Version), req.Plaintext, HSMAAD(req.Scope, req.AAD))
-	s.metrics.hsmSeconds.WithLabelValues(OpEncrypt).Observe(time.Since(start).Seconds())
+	s.metrics.hsmSeconds.WithLabelValues(string(OpEncrypt)).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.fail(ev, err)
 	}
@@ -260,7 +261,7 @@ func (s *Server) hsmEncrypt(ctx context.Context, node string, req *wire.HSMEncry
 }
 
 func (s *Server) hsmDecrypt(ctx context.Context, node string, req *wire.HSMDecryptRequest) wire.Message {
-	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: OpDecrypt}
+	ev := audit.Event{Node: node, OnBehalfOf: req.ActingFor, Scope: req.Scope, Version: req.Version, Op: string(OpDecrypt)}
 	start := time.Now()
 	if err := scope.Check(req.Scope); err != nil {
 		return s.deny(ev, wire.CodeBadRequest, err.Error())
@@ -272,7 +273,7 @@ func (s *Server) hsmDecrypt(ctx context.Context, node string, req *wire.HSMDecry
 		return s.deny(ev, wire.CodeDenied, why)
 	}
 	pt, err := s.cfg.Backend.Decrypt(ctx, scope.Keyring(req.Scope), int(req.Version), req.Ciphertext, HSMAAD(req.Scope, req.AAD))
-	s.metrics.hsmSeconds.WithLabelValues(OpDecrypt).Observe(time.Since(start).Seconds())
+	s.metrics.hsmSeconds.WithLabelValues(string(OpDecrypt)).Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.fail(ev, err)
 	}
@@ -283,7 +284,7 @@ func (s *Server) hsmDecrypt(ctx context.Context, node string, req *wire.HSMDecry
 }
 
 func (s *Server) status(ctx context.Context, node string) wire.Message {
-	ev := audit.Event{Node: node, Op: OpStatus}
+	ev := audit.Event{Node: node, Op: string(OpStatus)}
 	if ok, why := s.cfg.Grants.Allowed(node, "*:*", OpStatus); !ok {
 		return s.deny(ev, wire.CodeDenied, why)
 	}
@@ -364,9 +365,4 @@ func (s *Server) record(ev audit.Event) {
 }
 
 // Identity is a node certificate's identity: its first URI SAN, else its subject CN.
-func Identity(c *x509.Certificate) string {
-	if len(c.URIs) > 0 {
-		return c.URIs[0].String()
-	}
-	return c.Subject.CommonName
-}
+func Identity(c *x509.Certificate) string { return grants.Identity(c) }

@@ -238,6 +238,13 @@ func (r *Remote) tryOnce(ctx context.Context, ep *endpoint, req wire.Message) (_
 	m, err := c.Call(req)
 	if err != nil {
 		var re *wire.RemoteError
+		if errors.Is(err, wire.ErrInvalidMessage) {
+			// Refused by our own encoder before anything was sent: the caller's mistake, not the
+			// endpoint's, and the connection is still in step.
+			_ = c.NetConn().SetDeadline(time.Time{})
+			ep.put(c, r.cfg.MaxIdle)
+			return nil, pooled, fmt.Errorf("%w: %w", wire.ErrBadRequest, err)
+		}
 		if errors.As(err, &re) {
 			// The service answered: the connection is in step and reusable.
 			_ = c.NetConn().SetDeadline(time.Time{})
