@@ -29,8 +29,8 @@ type tracker struct {
 	// lastExec is the latest Query or Execute sent: CopyData from the client can only feed it. (Clients
 	// such as pgx send CopyData right behind the Query, before CopyInResponse comes back.)
 	lastExec *Request
-	discard bool     // a server message was refused: drop server messages until ReadyForQuery
-	rgen    uint64   // ReadyForQuery count (backend side)
+	discard  bool   // a server message was refused: drop server messages until ReadyForQuery
+	rgen     uint64 // ReadyForQuery count (backend side)
 
 	gen      uint64 // sync points sent (frontend side)
 	skipSync bool   // an extended-protocol message was refused: drop client messages until Sync

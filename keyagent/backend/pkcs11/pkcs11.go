@@ -93,6 +93,9 @@ type Config struct {
 	PoolSize   int    // concurrent sessions; default 8
 	// MetadataTTL bounds how long cached version metadata serves "newest version" requests; default 5s.
 	MetadataTTL time.Duration
+	// RetryInterval spaces reconnect attempts after a failed one, so that requests arriving while the
+	// HSM is away fail fast instead of each waiting for the module; default 1s.
+	RetryInterval time.Duration
 	Logger      *slog.Logger // optional
 }
 
@@ -108,6 +111,8 @@ type Backend struct {
 	closed bool
 
 	admin sync.Mutex // serializes keyring administration in this process
+
+	lastConnectFail time.Time // guarded by mu (write); reconnects are attempted at most once per RetryInterval
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -122,7 +127,7 @@ type conn struct {
 	holder   p11.SessionHandle
 	rings    map[string]backend.Keyring
 	loadedAt time.Time
-	copies   map[string]p11.ObjectHandle // "ring/n" -> session copy (or token object if copying failed)
+	copies   map[string]keyHandle // "ring/n" -> session copy (or token object if copying failed)
 	// copyRefused is why the module refused a session copy (nil if it never did). SoftHSM 2.6 refuses
 	// any C_CopyObject template on a CKA_MODIFIABLE=false object (CKR_ATTRIBUTE_READ_ONLY), so there the
 	// token objects themselves are used: correct, about 3.5x slower per C_Sign than a session object.
@@ -140,6 +145,9 @@ func Open(cfg Config) (*Backend, error) {
 	}
 	if cfg.MetadataTTL <= 0 {
 		cfg.MetadataTTL = 5 * time.Second
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = time.Second
 	}
 	pin, err := readPIN(cfg)
 	if err != nil {
@@ -210,7 +218,7 @@ func (b *Backend) connect() (*conn, error) {
 		return nil, fmt.Errorf("pkcs11: token %q not found in %s (tokens present: %s): %w",
 			b.cfg.TokenLabel, b.cfg.Module, strings.Join(labels, ", "), backend.ErrNotFound)
 	}
-	c := &conn{ctx: ctx, slot: slot, pool: make(chan p11.SessionHandle, b.cfg.PoolSize), copies: map[string]p11.ObjectHandle{}, log: b.log}
+	c := &conn{ctx: ctx, slot: slot, pool: make(chan p11.SessionHandle, b.cfg.PoolSize), copies: map[string]keyHandle{}, log: b.log}
 	open := func() (p11.SessionHandle, error) {
 		return ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 	}
@@ -280,8 +288,13 @@ func (b *Backend) do(ctx context.Context, fn func(c *conn, s p11.SessionHandle) 
 			return fmt.Errorf("pkcs11 backend closed: %w", backend.ErrUnavailable)
 		}
 		if b.conn == nil {
+			if wait := b.cfg.RetryInterval - time.Since(b.lastConnectFail); wait > 0 {
+				b.mu.Unlock()
+				return fmt.Errorf("%w: HSM token %q unreachable; next reconnect attempt in %v", backend.ErrUnavailable, b.cfg.TokenLabel, wait.Round(time.Millisecond))
+			}
 			nc, err := b.connect()
 			if err != nil {
+				b.lastConnectFail = time.Now()
 				b.mu.Unlock()
 				b.log.Warn("pkcs11 reconnect failed", "token", b.cfg.TokenLabel, "err", err)
 				if !errors.Is(err, backend.ErrUnavailable) {
@@ -411,11 +424,13 @@ func (c *conn) reloadLocked() error {
 		rings[name] = r
 	}
 	// Drop session copies of versions that are gone or destroyed.
-	for key, h := range c.copies {
+	for key, kh := range c.copies {
 		ring, ns, _ := strings.Cut(key, "/")
 		n, _ := strconv.Atoi(ns)
 		if v, ok := rings[ring].Version(n); !ok || v.State == backend.StateDestroyed {
-			_ = c.ctx.DestroyObject(c.holder, h)
+			if kh.session { // never a token object: that is SetState's job alone
+				_ = c.ctx.DestroyObject(c.holder, kh.h)
+			}
 			delete(c.copies, key)
 		}
 	}
@@ -426,8 +441,8 @@ func (c *conn) reloadLocked() error {
 // handleLocked returns the session copy of ring version n, making it on first use.
 func (c *conn) handleLocked(ring string, n int) (p11.ObjectHandle, error) {
 	key := ring + "/" + strconv.Itoa(n)
-	if h, ok := c.copies[key]; ok {
-		return h, nil
+	if kh, ok := c.copies[key]; ok {
+		return kh.h, nil
 	}
 	hs, err := c.find(c.holder, []*p11.Attribute{
 		attr(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
@@ -449,10 +464,17 @@ func (c *conn) handleLocked(ring string, n int) (p11.ObjectHandle, error) {
 			c.log.Info("pkcs11 module refuses session copies of keyring keys; using token objects", "err", err)
 		}
 		c.copyRefused = err
-		h = hs[0]
+		c.copies[key] = keyHandle{h: hs[0]}
+		return hs[0], nil
 	}
-	c.copies[key] = h
+	c.copies[key] = keyHandle{h: h, session: true}
 	return h, nil
+}
+
+// keyHandle is the object used for a keyring version: a session copy, or the token object itself.
+type keyHandle struct {
+	h       p11.ObjectHandle
+	session bool
 }
 
 // resolve picks a version and returns its object handle, refreshing the metadata when stale or when the
@@ -727,12 +749,6 @@ func (b *Backend) Derive(ctx context.Context, scope string, n int, bits int, for
 		}
 		used = v.N
 		dk, err = kdf.Derive(hmacPRF(c, s, h), scope, bits)
-		if err != nil {
-			var pe p11.Error
-			if errors.As(err, &pe) {
-				return pe // classify lost sessions in do; never wrap key material (there is none in err)
-			}
-		}
 		return err
 	})
 	if err != nil {

@@ -1,0 +1,184 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keyward/keyward/testenv"
+)
+
+func benchEnabled(t *testing.T) (quick bool) {
+	if os.Getenv("KEYWARD_BENCH") != "1" {
+		t.Skip("set KEYWARD_BENCH=1 (make bench)")
+	}
+	return os.Getenv("KEYWARD_BENCH_QUICK") == "1"
+}
+
+func benchLine(t *testing.T, scenario string, keyward, baseline float64, unit, goal string, met bool) {
+	ratio := 0.0
+	if baseline != 0 {
+		ratio = keyward / baseline
+	}
+	line := fmt.Sprintf("BENCH scenario=%q keyward=%.2f baseline=%.2f unit=%s ratio=%.3f goal=%q met=%v",
+		scenario, keyward, baseline, unit, ratio, goal, met)
+	fmt.Println(line)
+	t.Log(line)
+}
+
+// startPgbouncer runs PgBouncer in session mode in front of pg, as the unprivileged test user.
+func startPgbouncer(t *testing.T, pg *testenv.PG) string {
+	t.Helper()
+	bin := testenv.Require(t, "pgbouncer")
+	dir := testenv.SharedDir(t)
+	port := testenv.FreePort(t)
+	uid, gid, _ := testenv.Unprivileged(t)
+	ini := fmt.Sprintf(`[databases]
+%s = host=%s port=%d dbname=%s
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = %s/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = %s/pgbouncer.log
+pidfile = %s/pgbouncer.pid
+`, pg.Database, pg.Host, pg.Port, pg.Database, port, dir, dir, dir)
+	files := map[string]string{
+		"pgbouncer.ini": ini,
+		"userlist.txt":  fmt.Sprintf("%q %q\n", pg.User, pg.Password),
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if os.Geteuid() == 0 {
+			os.Chown(p, int(uid), int(gid))
+		}
+	}
+	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
+	testenv.AsUser(cmd, uid, gid)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dsn := strings.Replace(pg.UserDSN(), fmt.Sprintf("%s:%d", pg.Host, pg.Port), addr, 1)
+	waitFor(t, 10*time.Second, "pgbouncer up", func() bool {
+		c, err := pgconn.Connect(context.Background(), dsn)
+		if err != nil {
+			return false
+		}
+		c.Close(context.Background())
+		return true
+	})
+	return dsn
+}
+
+var tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+func pgbenchTPS(t *testing.T, pg *testenv.PG, dsn, mode string, secs int) float64 {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(pg.BinDir, "pgbench"), "-S", "-n", "-M", mode, "-c", "8", "-j", "2",
+		"-T", strconv.Itoa(secs), dsn).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	m := tpsRe.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no tps in pgbench output:\n%s", out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestBenchPgbench compares pgbench -S TPS through colcrypt, directly and through PgBouncer (session
+// mode), interleaving the three to share the machine's noise, then the wall time of a 100k-row read.
+func TestBenchPgbench(t *testing.T) {
+	quick := benchEnabled(t)
+	pg := testenv.Postgres(t, testenv.WithSetting("shared_buffers", "256MB"))
+	e := startProxy(t, pg, nil)
+	bouncer := startPgbouncer(t, pg)
+	direct := pg.UserDSN()
+	viaProxy := e.DSN(pg, pg.User, pg.Password)
+	if out, err := exec.Command(filepath.Join(pg.BinDir, "pgbench"), "-i", "-q", "-s", "10", direct).CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	secs, rounds := 10, 3
+	if quick {
+		secs, rounds = 5, 1
+	}
+	for _, mode := range []string{"simple", "extended", "prepared"} {
+		var d, p, b []float64
+		for r := 0; r < rounds; r++ {
+			// rotate the order each round so no target always runs first
+			targets := []func(){
+				func() { d = append(d, pgbenchTPS(t, pg, direct, mode, secs)) },
+				func() { p = append(p, pgbenchTPS(t, pg, viaProxy, mode, secs)) },
+				func() { b = append(b, pgbenchTPS(t, pg, bouncer, mode, secs)) },
+			}
+			for i := range targets {
+				targets[(i+r)%len(targets)]()
+			}
+		}
+		md, mp, mb := median(d), median(p), median(b)
+		benchLine(t, "proxy pgbench -S "+mode+" vs pgbouncer", mp, mb, "tps", ">=0.9", mp >= 0.9*mb)
+		benchLine(t, "proxy pgbench -S "+mode+" direct", md, 0, "tps", "report", true)
+		benchLine(t, "proxy pgbench -S "+mode+" vs direct", mp, md, "tps", "report", true)
+	}
+
+	// SELECT * of pgbench_accounts at scale 1 (100k rows), read with pgconn (no per-value decoding, so
+	// the proxy's share of the time is as large as it can be).
+	pg.Exec(t, "CREATE TABLE accounts_s1 AS SELECT * FROM pgbench_accounts WHERE aid <= 100000; GRANT SELECT ON accounts_s1 TO "+pg.User)
+	read := func(dsn string) float64 {
+		ctx := context.Background()
+		c, err := pgconn.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		start := time.Now()
+		rr := c.ExecParams(ctx, "SELECT * FROM accounts_s1", nil, nil, nil, nil)
+		n := 0
+		for rr.NextRow() {
+			n++
+		}
+		if _, err := rr.Close(); err != nil || n != 100000 {
+			t.Fatalf("read %d rows: %v", n, err)
+		}
+		return float64(time.Since(start).Microseconds()) / 1000
+	}
+	reps := 7
+	if quick {
+		reps = 5
+	}
+	var d, p []float64
+	read(direct) // warm the cache
+	for i := 0; i < reps; i++ {
+		d = append(d, read(direct))
+		p = append(p, read(viaProxy))
+	}
+	md, mp := median(d), median(p)
+	benchLine(t, "proxy SELECT * 100k rows wall time", mp, md, "ms", "<=1.3", mp <= 1.3*md)
+}
