@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/keyagent/backend"
 	"github.com/keyward/keyward/keyagent/backend/backendtest"
@@ -70,11 +71,14 @@ func TestOpenErrors(t *testing.T) {
 	openT(t, configFor(h))
 }
 
-// TestLostSessions closes every session behind the pool's back: the next request fails with
-// ErrUnavailable, the one after it re-opens, logs in again and derives the same key.
+// TestLostSessions pulls the sessions, the library or the token away behind the backend's back: the
+// next request fails with ErrUnavailable (never a crash), and once the HSM is back a later request opens
+// new sessions, logs in again and derives the same key.
 func TestLostSessions(t *testing.T) {
 	ctx := context.Background()
-	b := openT(t, configFor(testenv.SoftHSM(t)))
+	cfg := configFor(testenv.SoftHSM(t))
+	cfg.RetryInterval = 50 * time.Millisecond
+	b := openT(t, cfg)
 	if _, err := b.CreateKeyring(ctx, "payroll", backend.KindDerive); err != nil {
 		t.Fatal(err)
 	}
@@ -83,22 +87,62 @@ func TestLostSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer want.Destroy()
-	for round := range 2 {
-		if err := b.mod.ctx.CloseAllSessions(b.conn.slot); err != nil {
-			t.Fatal(err)
+	derive := func() error {
+		k, _, err := b.Derive(ctx, "payroll:x", 0, 256, true)
+		if err == nil {
+			eq := k.Equal(want)
+			k.Destroy()
+			if !eq {
+				t.Fatal("another key after reconnect")
+			}
 		}
-		_, _, err = b.Derive(ctx, "payroll:x", 0, 256, true)
-		if !errors.Is(err, backend.ErrUnavailable) {
-			t.Fatalf("round %d: derive on lost sessions: %v, want ErrUnavailable", round, err)
-		}
-		got, _, err := b.Derive(ctx, "payroll:x", 0, 256, true)
-		if err != nil {
-			t.Fatalf("round %d: derive after reconnect: %v", round, err)
-		}
-		if !got.Equal(want) {
-			t.Fatalf("round %d: another key after reconnect", round)
-		}
-		got.Destroy()
+		return err
+	}
+	tests := []struct {
+		name      string
+		pull      func(t *testing.T)
+		downCalls int // requests made while the HSM is away
+		restore   func()
+	}{
+		{"close all sessions", func(t *testing.T) {
+			if err := b.mod.ctx.CloseAllSessions(b.conn.slot); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, nil},
+		{"library finalized", func(t *testing.T) {
+			if err := b.mod.ctx.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, nil},
+		{"token gone", func(t *testing.T) {
+			b.mu.Lock()
+			b.cfg.TokenLabel = "unplugged" // the next reconnect cannot find the token
+			b.mu.Unlock()
+			if err := b.mod.ctx.CloseAllSessions(b.conn.slot); err != nil {
+				t.Fatal(err)
+			}
+		}, 3, func() {
+			b.mu.Lock()
+			b.cfg.TokenLabel = cfg.TokenLabel
+			b.mu.Unlock()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.pull(t)
+			for i := range tt.downCalls {
+				if err := derive(); !errors.Is(err, backend.ErrUnavailable) {
+					t.Fatalf("request %d while the HSM is away: %v, want ErrUnavailable", i, err)
+				}
+			}
+			if tt.restore != nil {
+				tt.restore()
+			}
+			time.Sleep(cfg.RetryInterval)
+			if err := derive(); err != nil {
+				t.Fatalf("derive after the HSM is back: %v", err)
+			}
+		})
 	}
 }
 
