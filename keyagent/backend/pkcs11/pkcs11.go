@@ -96,7 +96,7 @@ type Config struct {
 	// RetryInterval spaces reconnect attempts after a failed one, so that requests arriving while the
 	// HSM is away fail fast instead of each waiting for the module; default 1s.
 	RetryInterval time.Duration
-	Logger      *slog.Logger // optional
+	Logger        *slog.Logger // optional
 }
 
 // Backend is the PKCS#11 backend.
