@@ -19,8 +19,9 @@
 //
 // Principals: uid is required; gid and exe, when given, must also match the
 // caller (exe is compared as an absolute path, exactly, with /proc's view of
-// the caller's executable: a binary replaced on disk shows as "… (deleted)"
-// and no longer matches). act_for lists identity patterns the principal may
+// the caller's executable, which has symlinks resolved: name the real file,
+// not a link to it; a binary replaced on disk shows as "… (deleted)" and no
+// longer matches). act_for lists identity patterns the principal may
 // act for; admin lists the administrative operations it may use (status,
 // purge), which take no scope and cannot be delegated.
 //

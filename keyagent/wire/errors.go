@@ -128,7 +128,8 @@ type Coder interface {
 //   - an error in the chain implementing Coder (a *RemoteError relayed from
 //     the key service, say) gives its code and message;
 //   - errors.Is ErrDenied, ErrNotFound, ErrUnavailable, ErrBadRequest give
-//     their code with err's text as the message;
+//     their code with err's text as the message, less a leading "denied: "
+//     (the code says it; RemoteError.Error puts it back);
 //   - context.DeadlineExceeded and context.Canceled give Unavailable;
 //   - a *ParseError gives BadRequest;
 //   - anything else gives Internal with the message "internal error": its
@@ -150,19 +151,29 @@ func ErrorFrom(err error) *ErrorResponse {
 			msg = re.Message
 		}
 	case errors.Is(err, ErrDenied):
-		code, msg = CodeDenied, err.Error()
+		code, msg = CodeDenied, trimCode(err, ErrDenied)
 	case errors.Is(err, ErrNotFound):
-		code, msg = CodeNotFound, err.Error()
+		code, msg = CodeNotFound, trimCode(err, ErrNotFound)
 	case errors.Is(err, ErrUnavailable):
-		code, msg = CodeUnavailable, err.Error()
+		code, msg = CodeUnavailable, trimCode(err, ErrUnavailable)
 	case errors.Is(err, ErrBadRequest):
-		code, msg = CodeBadRequest, err.Error()
+		code, msg = CodeBadRequest, trimCode(err, ErrBadRequest)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		code, msg = CodeUnavailable, err.Error()
 	case errors.As(err, &pe):
 		code, msg = CodeBadRequest, err.Error()
 	}
 	return &ErrorResponse{Code: code, Message: clip(msg)}
+}
+
+// trimCode drops the sentinel's own text from the front of err's message,
+// so that fmt.Errorf("%w: x", ErrDenied) travels as "x" with CodeDenied.
+func trimCode(err, sentinel error) string {
+	msg := err.Error()
+	if msg == sentinel.Error() {
+		return ""
+	}
+	return strings.TrimPrefix(msg, sentinel.Error()+": ")
 }
 
 func clip(s string) string {

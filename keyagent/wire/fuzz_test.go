@@ -36,6 +36,18 @@ func FuzzReadFrame(f *testing.F) {
 			n := HeaderSize - 1 + int(binary.BigEndian.Uint32(data[pos:]))
 			frame := data[pos : pos+n]
 			pos += n
+			// The in-memory decoder must agree with the streaming one.
+			m2 := New(m.Type())
+			if err := m2.Decode(bytes.Clone(frame[HeaderSize:])); err != nil {
+				t.Fatalf("%s: Reader accepted what Decode rejects: %v", m.Type(), err)
+			}
+			enc2, err := m2.Encode(nil)
+			if kr, ok := m2.(*KeyResponse); ok {
+				kr.Key.Destroy()
+			}
+			if err != nil || !bytes.Equal(enc2, frame) {
+				t.Fatalf("%s: Decode gives another message than Reader (%v)", m.Type(), err)
+			}
 			enc, err := m.Encode(nil)
 			if kr, ok := m.(*KeyResponse); ok {
 				kr.Key.Destroy()
