@@ -275,6 +275,8 @@ func TestDamagedCopies(t *testing.T) {
 			func(r Report) bool { var pe *ParseError; return errors.As(r.Primary.Err, &pe) && pe.Field == "label" }},
 		{"bad hdr_size", func() []byte { b := bytes.Clone(good); b[offHdrSize+6] = 0x50; return b }(), nil,
 			func(r Report) bool { return r.Primary.Err != nil && r.UsedSecondary }},
+		{"primary hdr_size lies (valid size)", func() []byte { b := bytes.Clone(good); b[offHdrSize+6] = 0x80; return b }(), nil,
+			func(r Report) bool { return r.Primary.Err != nil && r.UsedSecondary && r.Secondary.Offset == hs }},
 		{"garbage after JSON", func() []byte { b := bytes.Clone(good); b[hs-1] = 'x'; fixCsum(b[:hs]); return b }(), nil,
 			func(r Report) bool { return r.Primary.Err != nil }},
 	}

@@ -18,8 +18,8 @@ import (
 // Fast KDF settings for images made in tests (the real cost is measured in the bench scenario).
 var (
 	fastPBKDF2  = []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	fastArgon2i = []string{"--pbkdf", "argon2i", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"}
-	fastArgonID = []string{"--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"}
+	fastArgon2i = []string{"--pbkdf", "argon2i", "--pbkdf-memory", "8192", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"}
+	fastArgonID = []string{"--pbkdf", "argon2id", "--pbkdf-memory", "8192", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"}
 )
 
 type image struct {
@@ -181,8 +181,17 @@ func TestOracleConvertedFromLUKS1(t *testing.T) {
 // TestOracleKnownPlaintext encrypts a file of known sectors in place with `cryptsetup reencrypt
 // --encrypt` (offline) and reads it back through DecryptSector.
 func TestOracleKnownPlaintext(t *testing.T) {
-	for _, ss := range []int{512, 4096} {
-		t.Run(strconv.Itoa(ss), func(t *testing.T) {
+	for _, tc := range []struct {
+		ss     int
+		cipher []string
+	}{
+		{512, nil}, {4096, nil},
+		{512, []string{"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"}},
+		{4096, []string{"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"}},
+		{4096, []string{"--cipher", "aes-xts-plain"}},
+	} {
+		ss := tc.ss
+		t.Run(strconv.Itoa(ss)+strings.Join(tc.cipher, ""), func(t *testing.T) {
 			cs := testenv.Require(t, "cryptsetup")
 			dir := t.TempDir()
 			im := &image{t: t, cs: cs, path: filepath.Join(dir, "re.img"), dir: dir}
@@ -199,7 +208,7 @@ func TestOracleKnownPlaintext(t *testing.T) {
 			im.cryptsetup("pw", append([]string{"reencrypt", "--encrypt", "--type", "luks2", "--batch-mode",
 				"--key-file", "-", "--reduce-device-size", "2M", "--sector-size", strconv.Itoa(ss),
 				"--luks2-metadata-size", "16k", "--luks2-keyslots-size", "256k", "--force-offline-reencrypt"},
-				append(fastPBKDF2, im.path)...)...)
+				append(append(tc.cipher, fastPBKDF2...), im.path)...)...)
 			v, _ := im.open(t)
 			_, seg := v.DataSegment()
 			if seg.SectorSize != ss {

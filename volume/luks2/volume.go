@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // CopyState describes one header copy as found on the device.
@@ -46,19 +47,31 @@ type Volume struct {
 // feature this package refuses (integrity, requirements, a cipher outside the allowlist).
 func Open(r io.ReaderAt) (*Volume, error) {
 	primary := readCopy(r, 0, false)
+	// The secondary copy sits at the primary's hdr_size. When the primary is invalid its hdr_size
+	// cannot be trusted either, so the other allowed offsets are searched too, as cryptsetup does.
 	var candidates []uint64
 	if primary.hdr != nil {
 		candidates = []uint64{primary.hdr.HdrSize}
-	} else {
-		candidates = hdrSizes // the primary is unreadable: search the allowed offsets like cryptsetup
+	}
+	if primary.err != nil {
+		for _, off := range hdrSizes {
+			if !slices.Contains(candidates, off) {
+				candidates = append(candidates, off)
+			}
+		}
 	}
 	var secondary headerCopy
-	for _, off := range candidates {
-		secondary = readCopy(r, int64(off), true)
-		if secondary.err == nil && secondary.hdr.HdrSize != off {
-			secondary.err = perr(int64(off), "hdr_size", "%d, but the secondary copy is at %d", secondary.hdr.HdrSize, off)
+	for i, off := range candidates {
+		c := readCopy(r, int64(off), true)
+		if c.err == nil && c.hdr.HdrSize != off {
+			c.err = perr(int64(off), "hdr_size", "%d, but the secondary copy is at %d", c.hdr.HdrSize, off)
 		}
-		if secondary.hdr != nil {
+		// Keep the first valid copy; failing that, the first that decodes; failing that, the error
+		// at the expected offset.
+		if i == 0 || c.err == nil || secondary.hdr == nil && c.hdr != nil {
+			secondary = c
+		}
+		if c.err == nil {
 			break
 		}
 	}
