@@ -22,7 +22,7 @@ import (
 
 // CredFunc reads the peer of a unix connection. The default is peercred-based; tests of the agent use
 // the real one too, with clients run as other users.
-type CredFunc func(c *net.UnixConn) (policy.Caller, error)
+type CredFunc func(c *net.UnixConn) (Peer, error)
 
 // Deps are the agent's dependencies.
 type Deps struct {
@@ -125,12 +125,14 @@ func (a *Agent) sweep(ctx context.Context) {
 
 func (a *Agent) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
-	caller, err := a.d.Creds(c)
+	peer, err := a.d.Creds(c)
 	if err != nil {
 		a.d.Logger.Warn("peer credentials", "err", err)
-		a.record(audit.Event{Op: "connect", Decision: audit.Deny, Reason: "peer credentials: " + err.Error()})
+		a.record(audit.Event{Service: "keyagent", Op: "connect", Decision: audit.Deny, Reason: "peer credentials: " + err.Error()})
 		return
 	}
+	defer peer.Close()
+	caller := peer.Caller
 	conn := wire.NewConn(c, wire.Options{IdleTimeout: a.d.IdleTimeout, FrameTimeout: 10 * time.Second})
 	for {
 		t, err := conn.Next()
@@ -140,6 +142,13 @@ func (a *Agent) serveConn(ctx context.Context, c *net.UnixConn) {
 				a.d.Metrics.badFrames.Inc()
 				_ = conn.WriteMsg(wire.ErrorFrom(fmt.Errorf("%w: %v", wire.ErrBadRequest, err)))
 			}
+			return
+		}
+		if !peer.Alive() {
+			_ = conn.Skip()
+			a.record(callerEvent(caller, audit.Event{Op: t.String(), Decision: audit.Deny,
+				Reason: "the process that opened this connection has exited"}))
+			_ = conn.WriteMsg(&wire.ErrorResponse{Code: wire.CodeDenied, Message: "denied: the connecting process has exited"})
 			return
 		}
 		if !a.handle(ctx, caller, conn, t) {
