@@ -713,8 +713,17 @@ func testConcurrency(t *testing.T, cfg Config) {
 func testClosed(t *testing.T, cfg Config) {
 	b, _ := open1(t, cfg)
 	must[backend.Keyring](t, "create")(b.CreateKeyring(ctx, "payroll", backend.KindDerive))
+	p, canPing := b.(backend.Pinger)
+	if canPing {
+		if err := p.Ping(ctx); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if canPing {
+		wantErr(t, "ping after close", p.Ping(ctx), backend.ErrUnavailable)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)

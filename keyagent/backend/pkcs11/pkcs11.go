@@ -870,3 +870,13 @@ func (c *conn) rsaPublic(s p11.SessionHandle, h p11.ObjectHandle) (*rsa.PublicKe
 	}
 	return &rsa.PublicKey{N: new(big.Int).SetBytes(as[0].Value), E: int(e.Int64())}, nil
 }
+
+var _ backend.Pinger = (*Backend)(nil)
+
+// Ping checks that a session to the token works (reconnecting if needed).
+func (b *Backend) Ping(ctx context.Context) error {
+	return b.do(ctx, func(c *conn, s p11.SessionHandle) error {
+		_, err := c.ctx.GetSessionInfo(s)
+		return err
+	})
+}

@@ -859,3 +859,12 @@ func (b *Backend) Close() error {
 	b.pass.Destroy()
 	return nil
 }
+
+var _ backend.Pinger = (*Backend)(nil)
+
+// Ping checks that the store file is still readable and opens.
+func (b *Backend) Ping(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.syncLocked()
+}

@@ -1,0 +1,48 @@
+package backend
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/keyward/keyward/memsafe"
+)
+
+// Pinger is implemented by backends that can check their store is reachable (for status requests).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// PublicKeyPEM encodes the BYOK import public key as a "PUBLIC KEY" (SubjectPublicKeyInfo) PEM block, the
+// form `openssl pkeyutl -encrypt -pubin -inkey` and the cloud import tools take.
+func PublicKeyPEM(pub *rsa.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// ReadWrapKey reads a customer backup key file: exactly 32 raw bytes (e.g. `openssl rand 32`), read
+// straight into locked memory.
+func ReadWrapKey(path string) (*memsafe.Key, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("backup key: %w", err)
+	}
+	defer f.Close()
+	k, err := memsafe.FromReader(f, 32)
+	if err != nil {
+		return nil, fmt.Errorf("%w: backup key file %s must hold exactly 32 raw bytes (AES-256)", ErrBadInput, path)
+	}
+	var one [1]byte
+	if n, _ := io.ReadFull(f, one[:]); n != 0 {
+		k.Destroy()
+		return nil, fmt.Errorf("%w: backup key file %s is longer than 32 bytes (it must be raw, not hex or base64)", ErrBadInput, path)
+	}
+	return k, nil
+}
