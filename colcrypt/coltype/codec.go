@@ -117,3 +117,40 @@ func AppendRender(dst []byte, t Type, format int16, canonical []byte, s *Session
 	}
 	return dst, fmt.Errorf("coltype: invalid type %v", t)
 }
+
+// LoadTimeZone resolves a TimeZone as PostgreSQL reports it in ParameterStatus: a tz database name
+// ("Europe/Paris", "UTC", "EST5EDT"), or the POSIX form PostgreSQL reports after SET TIME ZONE with a
+// number or interval ("<-03>+03" is three hours west of UTC: POSIX offsets count westward). Locations
+// are cached.
+func LoadTimeZone(name string) (*time.Location, error) {
+	if strings.HasPrefix(name, "<") {
+		end := strings.IndexByte(name, '>')
+		if end < 0 {
+			return nil, fmt.Errorf("coltype: time zone %q: unterminated <name>", name)
+		}
+		p := dtParser{s: name[end+1:]}
+		sign := 1
+		switch {
+		case p.eat('-'):
+			sign = -1
+		case p.eat('+'):
+		}
+		off, ok := p.offset()
+		if !ok || p.i != len(p.s) {
+			return nil, fmt.Errorf("coltype: time zone %q: only fixed POSIX offsets are supported", name)
+		}
+		return time.FixedZone(name[1:end], -sign*off), nil
+	}
+	if l, err := zoneByName(name); err == nil {
+		return l, nil
+	}
+	if l, ok := zoneCache.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("coltype: time zone %q: %w", name, err)
+	}
+	zoneCache.Store(name, loc)
+	return loc, nil
+}

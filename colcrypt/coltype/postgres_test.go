@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +34,11 @@ func pgSessionOIDs(t *testing.T) (query func(tz, sql string, oids []uint32, form
 			tz = "UTC"
 		}
 		if tz != curTZ {
-			if _, err := conn.Exec(ctx, "SET TimeZone = '"+tz+"'"); err != nil {
+			set := "SET TimeZone = '" + tz + "'"
+			if strings.HasPrefix(tz, "!") { // a SET TIME ZONE argument, verbatim
+				set = "SET TIME ZONE " + tz[1:]
+			}
+			if _, err := conn.Exec(ctx, set); err != nil {
 				t.Fatal(err)
 			}
 			curTZ = tz
@@ -62,6 +67,7 @@ func TestAgainstPostgres(t *testing.T) {
 		return queryOIDs(tz, sql, nil, format, args...)
 	}
 	t.Run("literals", func(t *testing.T) { literalsAgainstPostgres(t, queryOIDs) })
+	t.Run("time zones", func(t *testing.T) { timeZonesAgainstPostgres(t, query) })
 	for _, c := range textCases {
 		if c.unsupported {
 			continue
@@ -169,4 +175,35 @@ var equalityPairs = []struct {
 	{t: JSONB, a: `"\u00e9"`, b: `"é"`, equal: true},
 	{t: Bytea, a: `\x616263`, b: `abc`, equal: true},
 	{t: Text, a: "abc", b: "abc ", equal: false},
+}
+
+// timeZonesAgainstPostgres sets TimeZone the ways a client can, takes the name PostgreSQL reports,
+// and checks that LoadTimeZone of it renders a timestamptz as PostgreSQL does.
+func timeZonesAgainstPostgres(t *testing.T, query func(tz, sql string, format int16, args ...string) ([]byte, error)) {
+	const instant = "2024-07-01 12:00:00.25+00"
+	for _, set := range []string{"'Europe/Paris'", "'UTC'", "'EST5EDT'", "-3", "INTERVAL '+05:30'", "'Asia/Kathmandu'", "'Etc/GMT+2'"} {
+		t.Run(set, func(t *testing.T) {
+			name, err := query("!"+set, "SELECT current_setting('TimeZone')", TextFormat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pgOut, err := query("!"+set, "SELECT $1::timestamptz", TextFormat, instant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loc, err := LoadTimeZone(string(name))
+			if err != nil {
+				t.Fatalf("LoadTimeZone(%q): %v", name, err)
+			}
+			s := &Session{TimeZone: loc}
+			canon, err := Canonical(Timestamptz, TextFormat, []byte(instant), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, err := Render(Timestamptz, TextFormat, canon, s)
+			if err != nil || string(ours) != string(pgOut) {
+				t.Fatalf("TimeZone %q: ours %q (%v), PostgreSQL %q", name, ours, err, pgOut)
+			}
+		})
+	}
 }
