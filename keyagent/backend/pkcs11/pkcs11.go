@@ -113,7 +113,14 @@ type Backend struct {
 	admin sync.Mutex // serializes keyring administration in this process
 
 	lastConnectFail time.Time // guarded by mu (write); reconnects are attempted at most once per RetryInterval
+	// pinRejected stops reconnects for good once the token rejects the PIN: retrying would lock it.
+	pinRejected error
 }
+
+// errPIN marks login failures caused by the PIN itself.
+type errPIN struct{ msg string }
+
+func (e *errPIN) Error() string { return e.msg }
 
 var _ backend.Backend = (*Backend)(nil)
 
@@ -230,10 +237,10 @@ func (b *Backend) connect() (*conn, error) {
 	case err == nil, isCode(err, p11.CKR_USER_ALREADY_LOGGED_IN):
 	case isCode(err, p11.CKR_PIN_INCORRECT):
 		c.close()
-		return nil, fmt.Errorf("pkcs11: the PIN for token %q is wrong (CKR_PIN_INCORRECT)", b.cfg.TokenLabel)
+		return nil, &errPIN{fmt.Sprintf("pkcs11: the PIN for token %q is wrong (CKR_PIN_INCORRECT)", b.cfg.TokenLabel)}
 	case isCode(err, p11.CKR_PIN_LOCKED):
 		c.close()
-		return nil, fmt.Errorf("pkcs11: the PIN for token %q is locked (CKR_PIN_LOCKED)", b.cfg.TokenLabel)
+		return nil, &errPIN{fmt.Sprintf("pkcs11: the PIN for token %q is locked (CKR_PIN_LOCKED)", b.cfg.TokenLabel)}
 	default:
 		c.close()
 		return nil, fmt.Errorf("pkcs11: login to token %q: %w: %v", b.cfg.TokenLabel, backend.ErrUnavailable, err)
@@ -288,6 +295,10 @@ func (b *Backend) do(ctx context.Context, fn func(c *conn, s p11.SessionHandle) 
 			return fmt.Errorf("pkcs11 backend closed: %w", backend.ErrUnavailable)
 		}
 		if b.conn == nil {
+			if b.pinRejected != nil {
+				b.mu.Unlock()
+				return fmt.Errorf("%w: %v; not retrying (it would lock the token): fix the PIN and restart", backend.ErrUnavailable, b.pinRejected)
+			}
 			if wait := b.cfg.RetryInterval - time.Since(b.lastConnectFail); wait > 0 {
 				b.mu.Unlock()
 				return fmt.Errorf("%w: HSM token %q unreachable; next reconnect attempt in %v", backend.ErrUnavailable, b.cfg.TokenLabel, wait.Round(time.Millisecond))
@@ -295,6 +306,10 @@ func (b *Backend) do(ctx context.Context, fn func(c *conn, s p11.SessionHandle) 
 			nc, err := b.connect()
 			if err != nil {
 				b.lastConnectFail = time.Now()
+				var pe *errPIN
+				if errors.As(err, &pe) {
+					b.pinRejected = err
+				}
 				b.mu.Unlock()
 				b.log.Warn("pkcs11 reconnect failed", "token", b.cfg.TokenLabel, "err", err)
 				if !errors.Is(err, backend.ErrUnavailable) {

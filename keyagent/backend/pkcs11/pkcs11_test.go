@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyward/keyward/keyagent/backend"
 	"github.com/keyward/keyward/keyagent/backend/backendtest"
+	"github.com/keyward/keyward/memsafe"
 	"github.com/keyward/keyward/testenv"
 )
 
@@ -188,4 +189,36 @@ func BenchmarkDerive(b *testing.B) {
 			k.Destroy()
 		}
 	})
+}
+
+// TestPINChanged: when the token starts rejecting the PIN, the backend stops logging in (repeated wrong
+// PINs would lock the token) and says so.
+func TestPINChanged(t *testing.T) {
+	ctx := context.Background()
+	cfg := configFor(testenv.SoftHSM(t))
+	cfg.RetryInterval = time.Millisecond
+	b := openT(t, cfg)
+	// SoftHSM caches the PIN per process, so a PIN changed by another process is not seen here; swap the
+	// backend's copy instead, which is what the token rejecting it looks like from the backend.
+	wrong, err := memsafe.FromBytes([]byte("87654321"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.pin.Destroy()
+	b.pin = wrong
+	b.mu.Unlock()
+	if err := b.mod.ctx.CloseAllSessions(b.conn.slot); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		err := b.Ping(ctx)
+		if !errors.Is(err, backend.ErrUnavailable) {
+			t.Fatalf("ping %d: %v, want ErrUnavailable", i, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+		if i == 2 && !strings.Contains(err.Error(), "not retrying") {
+			t.Fatalf("ping %d: %v, want a refusal to retry the PIN", i, err)
+		}
+	}
 }
