@@ -61,6 +61,7 @@ type Config struct {
 	OnDenied   string    `yaml:"on_denied"`
 	Path       string    `yaml:"-"` // the file it was loaded from
 	lines      lineIndex `yaml:"-"`
+	nulls      map[string]bool
 }
 
 // TLS is the client-facing certificate.
@@ -161,7 +162,14 @@ func Parse(path string, data []byte) (*Config, error) {
 	idx := lineIndex{}
 	idx.walk("", &root)
 
-	c := &Config{Path: path, lines: idx}
+	c := &Config{Path: path, lines: idx, nulls: map[string]bool{}}
+	if doc := root.Content; len(doc) == 1 && doc[0].Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(doc[0].Content); i += 2 {
+			if v := doc[0].Content[i+1]; v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				c.nulls[doc[0].Content[i].Value] = true
+			}
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
@@ -191,8 +199,21 @@ func Parse(path string, data []byte) (*Config, error) {
 	return c, nil
 }
 
+// errf reports a problem at key; for a missing key, the line of its nearest parent that is present.
 func (c *Config) errf(key, format string, args ...any) error {
-	return &Error{File: c.Path, Line: c.lines[key], Key: key, Msg: fmt.Sprintf(format, args...)}
+	line := 0
+	for k := key; k != ""; {
+		if l, ok := c.lines[k]; ok {
+			line = l
+			break
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return &Error{File: c.Path, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (c *Config) resolve(p string) string {
@@ -316,6 +337,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Columns) > 0 && c.Agent == nil {
 		return c.errf("columns", "protected columns need an agent: {socket: ...}")
+	}
+	if c.OnDenied == "" && c.nulls["on_denied"] {
+		c.OnDenied = "null" // YAML reads a bare null as no value; here it is the policy named null
 	}
 	switch c.OnDenied {
 	case "":

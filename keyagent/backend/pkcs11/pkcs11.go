@@ -64,6 +64,7 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -530,7 +531,12 @@ func (b *Backend) readRings(ctx context.Context) (map[string]backend.Keyring, er
 		if err := c.reloadLocked(); err != nil {
 			return err
 		}
-		rings = c.rings
+		// Callers get their own copies: the cache's slices must not be shared.
+		rings = make(map[string]backend.Keyring, len(c.rings))
+		for k, r := range c.rings {
+			r.Versions = slices.Clone(r.Versions)
+			rings[k] = r
+		}
 		return nil
 	})
 	return rings, err
