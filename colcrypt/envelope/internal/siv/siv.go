@@ -20,8 +20,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Overhead is the size of the synthetic IV prepended to the ciphertext.
@@ -68,7 +70,9 @@ func New(key []byte) (*SIV, error) {
 	// S2V starts with D = CMAC(K, <zero>); with one associated-data component the first step is
 	// always dbl(D), so keep dbl(D).
 	var zero [aes.BlockSize]byte
-	s.d0 = s.cmac(zero[:], nil)
+	sc := getScratch()
+	s.cmac(sc, &s.d0, zero[:], nil)
+	putScratch(sc)
 	dbl(&s.d0)
 	return s, nil
 }
@@ -79,18 +83,35 @@ func (s *SIV) NonceSize() int { return 0 }
 // Overhead is the 16-byte synthetic IV.
 func (s *SIV) Overhead() int { return Overhead }
 
+// scratch holds the per-call blocks. Pooled rather than declared on the stack, because handing a
+// stack array to cipher.Block (an interface) moves it to the heap: one allocation per block per call.
+type scratch struct {
+	x, blk, d, v, q, ks [aes.BlockSize]byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(sc *scratch) {
+	*sc = scratch{} // keystream and message-derived blocks do not outlive the call
+	scratchPool.Put(sc)
+}
+
 // Seal appends V || CTR(K2, V, plaintext) to dst, V = S2V(K1, additionalData, plaintext).
 func (s *SIV) Seal(dst, nonce, plaintext, additionalData []byte) []byte {
 	if len(nonce) != 0 {
 		panic("siv: nonce must be empty")
 	}
-	v := s.s2v(additionalData, plaintext)
+	sc := getScratch()
+	defer putScratch(sc)
+	s.s2v(sc, additionalData, plaintext)
 	ret, out := sliceForAppend(dst, Overhead+len(plaintext))
 	if inexactOverlap(out[Overhead:], plaintext) {
 		panic("siv: invalid buffer overlap")
 	}
-	copy(out, v[:])
-	s.xorCTR(&v, out[Overhead:], plaintext)
+	copy(out, sc.v[:])
+	s.xorCTR(sc, out[Overhead:], plaintext)
 	return ret
 }
 
@@ -103,72 +124,91 @@ func (s *SIV) Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error
 	if len(ciphertext) < Overhead {
 		return nil, errOpen
 	}
-	var v [aes.BlockSize]byte
-	copy(v[:], ciphertext)
+	sc := getScratch()
+	defer putScratch(sc)
+	var want [aes.BlockSize]byte
+	copy(want[:], ciphertext)
+	sc.v = want
 	ct := ciphertext[Overhead:]
 	ret, out := sliceForAppend(dst, len(ct))
 	if inexactOverlap(out, ct) {
 		panic("siv: invalid buffer overlap")
 	}
-	s.xorCTR(&v, out, ct)
-	got := s.s2v(additionalData, out)
-	if subtle.ConstantTimeCompare(got[:], v[:]) != 1 {
+	s.xorCTR(sc, out, ct)
+	s.s2v(sc, additionalData, out)
+	if subtle.ConstantTimeCompare(sc.v[:], want[:]) != 1 {
 		clear(out)
 		return nil, errOpen
 	}
 	return ret, nil
 }
 
-// xorCTR runs AES-CTR under K2 from Q = V with bits 63 and 31 (counting from the right of each
-// 64-bit half) cleared, RFC 5297 section 2.5, so implementations may use 64-bit counter arithmetic.
-func (s *SIV) xorCTR(v *[aes.BlockSize]byte, out, in []byte) {
-	q := *v
-	q[8] &= 0x7f
-	q[12] &= 0x7f
-	cipher.NewCTR(s.ctr, q[:]).XORKeyStream(out, in)
-}
+// ctrInline is the length up to which CTR runs block by block on the pooled scratch; longer messages
+// use crypto/cipher's CTR (assembly, but it allocates its stream state on every call).
+const ctrInline = 512
 
-// s2v is RFC 5297 section 2.4 with n = 2 (one associated-data string, then the plaintext).
-func (s *SIV) s2v(ad, msg []byte) [aes.BlockSize]byte {
-	d := s.d0
-	a := s.cmac(ad, nil)
-	subtle.XORBytes(d[:], d[:], a[:])
-	if len(msg) >= aes.BlockSize {
-		return s.cmac(msg, &d) // T = Sn xorend D
+// xorCTR runs AES-CTR under K2 from Q = sc.v with bits 63 and 31 (counting from the right of each
+// 64-bit half) cleared, RFC 5297 section 2.5, so a 64-bit counter in the low half cannot overflow.
+func (s *SIV) xorCTR(sc *scratch, out, in []byte) {
+	sc.q = sc.v
+	sc.q[8] &= 0x7f
+	sc.q[12] &= 0x7f
+	if len(in) > ctrInline {
+		cipher.NewCTR(s.ctr, sc.q[:]).XORKeyStream(out, in)
+		return
 	}
-	dbl(&d)
-	// T = dbl(D) xor pad(Sn)
-	subtle.XORBytes(d[:len(msg)], d[:len(msg)], msg)
-	d[len(msg)] ^= 0x80
-	return s.cmac(d[:], nil)
+	for len(in) > 0 {
+		s.ctr.Encrypt(sc.ks[:], sc.q[:])
+		n := subtle.XORBytes(out, in, sc.ks[:])
+		out, in = out[n:], in[n:]
+		binary.BigEndian.PutUint64(sc.q[8:], binary.BigEndian.Uint64(sc.q[8:])+1)
+	}
 }
 
-// cmac is AES-CMAC (RFC 4493) of msg under K1; when xorEnd is non-nil it is XORed into the last 16
-// bytes of msg on the fly (S2V's "xorend"), so msg is never copied or modified.
-func (s *SIV) cmac(msg []byte, xorEnd *[aes.BlockSize]byte) [aes.BlockSize]byte {
-	var x, blk [aes.BlockSize]byte
+// s2v is RFC 5297 section 2.4 with n = 2 (one associated-data string, then the plaintext); the
+// result is left in sc.v.
+func (s *SIV) s2v(sc *scratch, ad, msg []byte) {
+	sc.d = s.d0
+	s.cmac(sc, &sc.v, ad, nil)
+	subtle.XORBytes(sc.d[:], sc.d[:], sc.v[:])
+	if len(msg) >= aes.BlockSize {
+		s.cmac(sc, &sc.v, msg, &sc.d) // T = Sn xorend D
+		return
+	}
+	dbl(&sc.d)
+	// T = dbl(D) xor pad(Sn)
+	subtle.XORBytes(sc.d[:len(msg)], sc.d[:len(msg)], msg)
+	sc.d[len(msg)] ^= 0x80
+	s.cmac(sc, &sc.v, sc.d[:], nil)
+}
+
+// cmac writes AES-CMAC (RFC 4493) of msg under K1 to out, using sc.x and sc.blk; when xorEnd is
+// non-nil it is XORed into the last 16 bytes of msg on the fly (S2V's "xorend"), so msg is never
+// copied or modified. msg may alias sc.d (but not sc.x or sc.blk).
+func (s *SIV) cmac(sc *scratch, out *[aes.BlockSize]byte, msg []byte, xorEnd *[aes.BlockSize]byte) {
+	x, blk := &sc.x, &sc.blk
+	*x = [aes.BlockSize]byte{}
 	n := len(msg)
 	endStart := n - aes.BlockSize // first byte that xorEnd touches (only when xorEnd != nil)
 	// Every block but the last goes straight through: X = AES(X xor M_i).
-	nblocks := (n + aes.BlockSize - 1) / aes.BlockSize
-	if nblocks == 0 {
-		nblocks = 1
-	}
+	nblocks := max(1, (n+aes.BlockSize-1)/aes.BlockSize)
 	for i := 0; i < nblocks-1; i++ {
 		off := i * aes.BlockSize
-		copy(blk[:], msg[off:off+aes.BlockSize])
-		if xorEnd != nil && off+aes.BlockSize > endStart {
-			xorTail(&blk, off, endStart, xorEnd)
+		if xorEnd == nil || off+aes.BlockSize <= endStart {
+			subtle.XORBytes(x[:], x[:], msg[off:off+aes.BlockSize])
+		} else {
+			copy(blk[:], msg[off:off+aes.BlockSize])
+			xorTail(blk, off, endStart, xorEnd)
+			subtle.XORBytes(x[:], x[:], blk[:])
 		}
-		subtle.XORBytes(x[:], x[:], blk[:])
 		s.mac.Encrypt(x[:], x[:])
 	}
 	off := (nblocks - 1) * aes.BlockSize
 	rest := n - off
-	clear(blk[:])
+	*blk = [aes.BlockSize]byte{}
 	copy(blk[:], msg[off:])
 	if xorEnd != nil {
-		xorTail(&blk, off, endStart, xorEnd)
+		xorTail(blk, off, endStart, xorEnd)
 	}
 	if rest == aes.BlockSize {
 		subtle.XORBytes(blk[:], blk[:], s.k1[:])
@@ -177,8 +217,7 @@ func (s *SIV) cmac(msg []byte, xorEnd *[aes.BlockSize]byte) [aes.BlockSize]byte 
 		subtle.XORBytes(blk[:], blk[:], s.k2[:])
 	}
 	subtle.XORBytes(x[:], x[:], blk[:])
-	s.mac.Encrypt(x[:], x[:])
-	return x
+	s.mac.Encrypt(out[:], x[:])
 }
 
 // xorTail XORs into blk (holding msg[off:off+16]) the part of xorEnd that falls on it.

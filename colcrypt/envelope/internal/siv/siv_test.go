@@ -86,7 +86,11 @@ func TestAgainstTink(t *testing.T) {
 		}
 		return b
 	}
-	for ptLen := 0; ptLen < 80; ptLen++ {
+	lengths := []int{511, 512, 513, 1000, 4096 + 7}
+	for n := range 80 {
+		lengths = append(lengths, n)
+	}
+	for _, ptLen := range lengths {
 		key := buf(64)
 		ad, pt := buf(r.IntN(70)), buf(ptLen)
 		ours, err := New(key)
@@ -103,6 +107,9 @@ func TestAgainstTink(t *testing.T) {
 		}
 		if got := ours.Seal(nil, nil, pt, ad); !bytes.Equal(got, want) {
 			t.Fatalf("pt %d bytes, ad %d bytes: differs from tink", len(pt), len(ad))
+		}
+		if back, err := ours.Open(nil, nil, want, ad); err != nil || !bytes.Equal(back, pt) {
+			t.Fatalf("pt %d bytes: cannot open tink's ciphertext: %v", len(pt), err)
 		}
 	}
 }
