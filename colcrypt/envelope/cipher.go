@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/keyward/keyward/colcrypt/envelope/internal/siv"
 	"github.com/keyward/keyward/memsafe"
@@ -104,24 +105,25 @@ func (c *Cipher) Seal(dst, plaintext []byte, column string) ([]byte, error) {
 	if a == nil {
 		return dst, ErrDestroyed
 	}
-	var nonce [gcmNonceSize]byte
-	if c.alg == AlgRandomized {
-		r := c.rand
-		if r == nil {
-			r = rand.Reader
-		}
-		if _, err := io.ReadFull(r, nonce[:]); err != nil {
-			return dst, fmt.Errorf("envelope: seal: nonce: %w", err)
-		}
-	}
 	start := len(dst)
 	dst, _ = c.Header().AppendBinary(dst) // cannot fail: the constructor checked alg and version
-	aad := appendAAD(dst[start:start+HeaderSize:start+HeaderSize], column)
-	if c.alg == AlgRandomized {
-		dst = append(dst, nonce[:]...)
-		return a.Seal(dst, nonce[:], plaintext, aad), nil
+	aad := getAAD(dst[start:start+HeaderSize], column)
+	defer putAAD(aad)
+	if c.alg != AlgRandomized {
+		return a.Seal(dst, nil, plaintext, *aad), nil
 	}
-	return a.Seal(dst, nil, plaintext, aad), nil
+	// The nonce is drawn straight into dst (a local array would escape through the io.Reader).
+	n := len(dst)
+	dst = append(dst, make([]byte, gcmNonceSize)...)
+	nonce := dst[n : n+gcmNonceSize]
+	r := c.rand
+	if r == nil {
+		r = rand.Reader
+	}
+	if _, err := io.ReadFull(r, nonce); err != nil {
+		return dst[:start], fmt.Errorf("envelope: seal: nonce: %w", err)
+	}
+	return a.Seal(dst, nonce, plaintext, *aad), nil
 }
 
 // Open authenticates the envelope env sealed for column and appends its plaintext to dst. Any failure
@@ -134,13 +136,14 @@ func (c *Cipher) Open(dst, env []byte, column string) ([]byte, error) {
 	if err := c.checkHeader(env); err != nil {
 		return dst, err
 	}
-	aad := appendAAD(env[:HeaderSize:HeaderSize], column)
+	aad := getAAD(env[:HeaderSize], column)
+	defer putAAD(aad)
 	body := env[HeaderSize:]
 	var nonce []byte
 	if c.alg == AlgRandomized {
 		nonce, body = body[:gcmNonceSize], body[gcmNonceSize:]
 	}
-	out, err := a.Open(dst, nonce, body, aad)
+	out, err := a.Open(dst, nonce, body, *aad)
 	if err != nil {
 		return dst, ErrOpen
 	}
@@ -166,8 +169,19 @@ func checkHeader(want Header, scope string, env []byte) error {
 	return nil
 }
 
-// appendAAD returns header || column. header has no spare capacity, so the append never writes into
-// the envelope; the copy is small (12 bytes plus the name).
-func appendAAD(header []byte, column string) []byte {
-	return append(header, column...)
+// aadPool recycles the header || column buffers: building one per value would be the only
+// allocation left on the per-row path. AEADs do not retain their associated data.
+var aadPool = sync.Pool{New: func() any { b := make([]byte, 0, 128); return &b }}
+
+// getAAD returns a pooled buffer holding header || column (the associated data of every alg).
+func getAAD(header []byte, column string) *[]byte {
+	b := aadPool.Get().(*[]byte)
+	*b = append(append((*b)[:0], header...), column...)
+	return b
+}
+
+func putAAD(b *[]byte) {
+	if cap(*b) <= 1024 { // do not keep a buffer an unusually long column name grew
+		aadPool.Put(b)
+	}
 }

@@ -441,7 +441,7 @@ func genuine(vs []vector, v vector, env []byte, column string, pt []byte) bool {
 	return false
 }
 
-func benchCipher(b *testing.B, alg envelope.Alg) *envelope.Cipher {
+func benchCipher(b testing.TB, alg envelope.Alg) *envelope.Cipher {
 	var c *envelope.Cipher
 	var err error
 	if alg == envelope.AlgRandomized {
@@ -489,3 +489,24 @@ func BenchmarkSeal100B(b *testing.B)              { benchSeal(b, envelope.AlgRan
 func BenchmarkOpen100B(b *testing.B)              { benchOpen(b, envelope.AlgRandomized) }
 func BenchmarkSealDeterministic100B(b *testing.B) { benchSeal(b, envelope.AlgDeterministic) }
 func BenchmarkOpenDeterministic100B(b *testing.B) { benchOpen(b, envelope.AlgDeterministic) }
+
+// Seal and Open are on the per-row path: with room in dst they must not allocate.
+func TestNoAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	for _, alg := range []envelope.Alg{envelope.AlgRandomized, envelope.AlgDeterministic} {
+		c := benchCipher(t, alg)
+		pt, dst := make([]byte, 100), make([]byte, 0, 256)
+		env, err := c.Seal(nil, pt, benchColumn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := testing.AllocsPerRun(200, func() { _, _ = c.Seal(dst, pt, benchColumn) }); n != 0 {
+			t.Errorf("%s Seal: %.1f allocations", alg, n)
+		}
+		if n := testing.AllocsPerRun(200, func() { _, _ = c.Open(dst, env, benchColumn) }); n != 0 {
+			t.Errorf("%s Open: %.1f allocations", alg, n)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (c *HSMCipher) Open(ctx context.Context, dst, env []byte, column string) ([
 	if err := checkHeader(c.Header(), c.scope, env); err != nil {
 		return dst, err
 	}
-	aad := append(env[:HeaderSize:HeaderSize], column...)
+	aad := append(env[:HeaderSize:HeaderSize], column...) // a fresh copy: the HSM client may keep it
 	body := env[HeaderSize:]
 	pt, err := c.h.Decrypt(ctx, c.scope, c.version, body, aad)
 	if err != nil {
