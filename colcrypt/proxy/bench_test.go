@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/keyward/keyward/colcrypt/proxy"
 	"github.com/keyward/keyward/testenv"
 )
 
@@ -119,6 +120,7 @@ func TestBenchPgbench(t *testing.T) {
 	quick := benchEnabled(t)
 	pg := testenv.Postgres(t, testenv.WithSetting("shared_buffers", "256MB"))
 	e := startProxy(t, pg, nil)
+	hooked := startProxy(t, pg, func(c *proxy.Config) { c.Interceptor = passInterceptor{} })
 	bouncer := startPgbouncer(t, pg)
 	direct := pg.UserDSN()
 	viaProxy := e.DSN(pg, pg.User, pg.Password)
@@ -146,6 +148,9 @@ func TestBenchPgbench(t *testing.T) {
 		benchLine(t, "proxy pgbench -S "+mode+" vs pgbouncer", mp, mb, "tps", ">=0.9", mp >= 0.9*mb)
 		benchLine(t, "proxy pgbench -S "+mode+" direct", md, 0, "tps", "report", true)
 		benchLine(t, "proxy pgbench -S "+mode+" vs direct", mp, md, "tps", "report", true)
+		// The bookkeeping path (an Interceptor whose hooks pass everything), one run for scale.
+		ph := pgbenchTPS(t, pg, hooked.DSN(pg, pg.User, pg.Password), mode, secs)
+		benchLine(t, "proxy pgbench -S "+mode+" with no-op hooks vs raw path", ph, mp, "tps", "report", true)
 	}
 
 	// SELECT * of pgbench_accounts at scale 1 (100k rows), read with pgconn (no per-value decoding, so
@@ -181,4 +186,22 @@ func TestBenchPgbench(t *testing.T) {
 	}
 	md, mp := median(d), median(p)
 	benchLine(t, "proxy SELECT * 100k rows wall time", mp, md, "ms", "<=1.3", mp <= 1.3*md)
+	var h []float64
+	for i := 0; i < reps; i++ {
+		h = append(h, read(hooked.DSN(pg, pg.User, pg.Password)))
+	}
+	benchLine(t, "proxy SELECT * 100k rows with no-op hooks vs direct", median(h), md, "ms", "report", true)
 }
+
+// passInterceptor turns on the hooked path with hooks that pass every message.
+type passInterceptor struct{}
+
+func (passInterceptor) Open(context.Context, *proxy.Session) (proxy.Hooks, error) {
+	return passHooks{}, nil
+}
+
+type passHooks struct{}
+
+func (passHooks) Frontend(*proxy.FrontendMessage) proxy.Verdict { return proxy.Pass() }
+func (passHooks) Backend(*proxy.BackendMessage) proxy.Verdict   { return proxy.Pass() }
+func (passHooks) Close()                                        {}

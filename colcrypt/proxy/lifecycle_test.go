@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +303,24 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("GSSENCRequest answer %q %v", b[0], err)
 		}
 	})
+}
+
+func TestUnixSocket(t *testing.T) {
+	pg := pgFor(t)
+	dir := testenv.SharedDir(t)
+	sock := filepath.Join(dir, ".s.PGSQL.6432")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := proxy.New(proxy.Config{UpstreamAddr: fmt.Sprintf("%s:%d", pg.Host, pg.Port)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	c := connect(t, fmt.Sprintf("host=%s port=6432 user=%s password=%s dbname=%s sslmode=disable", dir, pg.User, pg.Password, pg.Database))
+	var v int
+	if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT 41 + 1").Scan(&v); err != nil || v != 42 {
+		t.Fatalf("%d %v", v, err)
+	}
 }

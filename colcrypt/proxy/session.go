@@ -139,7 +139,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 	s.metrics.active.Inc()
 	s.add(ss)
-	s.log.Info("session start", "session", ss.id, "client", c.RemoteAddr().String(), "role", ss.info.Role,
+	s.log.Info("session start", "session", ss.id, "client", addrString(c.RemoteAddr()), "role", ss.info.Role,
 		"database", ss.info.Database, "client_tls", ss.clientTLS, "hooks", ss.hooked != nil)
 	err = ss.relay()
 	s.remove(ss)
@@ -164,7 +164,7 @@ func (ss *session) reportStartupError(err error) {
 			ss.cw.Write(errorMsg("FATAL", f.code, f.msg))
 			ss.cw.Flush()
 		}
-		s.log.Info("session rejected", "session", ss.id, "client", ss.client.RemoteAddr().String(), "err", err)
+		s.log.Info("session rejected", "session", ss.id, "client", addrString(ss.client.RemoteAddr()), "err", err)
 		return
 	}
 	var pe *pgwire.ParseError
@@ -174,7 +174,7 @@ func (ss *session) reportStartupError(err error) {
 		ss.cw.Flush()
 	}
 	if !errors.Is(err, io.EOF) {
-		s.log.Info("startup failed", "session", ss.id, "client", ss.client.RemoteAddr().String(), "err", err)
+		s.log.Info("startup failed", "session", ss.id, "client", addrString(ss.client.RemoteAddr()), "err", err)
 	}
 }
 
@@ -504,3 +504,11 @@ func newSecret(n int) ([]byte, error) {
 }
 
 var _ = os.Getpid
+
+// addrString formats a peer address; unix-socket peers are usually unnamed.
+func addrString(a net.Addr) string {
+	if a == nil || a.String() == "" {
+		return "unix"
+	}
+	return a.String()
+}
