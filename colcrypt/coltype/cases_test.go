@@ -136,6 +136,7 @@ var textCases = []textCase{
 	{t: Date, in: "-infinity", want: "-infinity"},
 	{t: Date, in: "2024-01-02 10:11:12", want: "2024-01-02"},
 	{t: Date, in: "2024-01-02T23:00:00+05", want: "2024-01-02"},
+	{t: Date, in: "2024-01-02 +01", want: "2024-01-02"}, // pgjdbc setDate
 	{t: Date, in: "today", err: true, unsupported: true},
 	{t: Date, in: "01/02/2024", err: true, unsupported: true},
 	{t: Date, in: "0000-01-01", err: true},
@@ -182,6 +183,10 @@ var textCases = []textCase{
 	{t: Timestamptz, in: "2100-07-01 12:00:00", want: "2100-07-01 12:00:00+02", tz: "Europe/Paris"},
 	{t: Timestamptz, in: "0044-03-15 12:00:00+00 BC", want: "0044-03-15 12:00:00+00 BC"},
 	{t: Timestamptz, in: "infinity", want: "infinity"},
+	{t: Timestamptz, in: "2024-01-02 +01", want: "2024-01-01 23:00:00+00"},
+	{t: Timestamptz, in: "2024-01-02T03:04:05.123+01:00", want: "2024-01-02 03:04:05.123+01", tz: "Europe/Paris"}, // node-postgres
+	{t: Timestamptz, in: "2024-01-02 03:04:05.123456+01:00:00", want: "2024-01-02 02:04:05.123456+00"},
+	{t: Timestamptz, in: "2024-01-02 03:04:05 America/Sao_Paulo", want: "2024-01-02 06:04:05+00"},
 	{t: Timestamptz, in: "epoch", want: "1970-01-01 01:00:00+01", tz: "Europe/Paris"},
 	{t: Timestamptz, in: "2024-01-02 03:04:05 CET", err: true, unsupported: true},
 	{t: Timestamptz, in: "2024-01-02 03:04:05+16", err: true},
