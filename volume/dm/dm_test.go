@@ -276,9 +276,8 @@ func TestOpenWithoutDeviceMapper(t *testing.T) {
 	if _, err := os.Stat("/sys/class/misc/device-mapper"); err == nil {
 		t.Skip("this kernel has device-mapper")
 	}
-	if _, err := os.Stat("/dev/mapper/control"); err == nil {
-		t.Skip("a control node exists")
-	}
+	// A stale control node (libdevmapper makes one with the usual 10:236) opens with ENODEV: that
+	// must be reported the same way.
 	if _, err := Open(); !errors.Is(err, ErrNoDeviceMapper) {
 		t.Fatalf("got %v", err)
 	}
@@ -287,5 +286,20 @@ func TestOpenWithoutDeviceMapper(t *testing.T) {
 func TestCryptUUID(t *testing.T) {
 	if got := CryptUUID("f3a1-22-bb", "root"); got != "CRYPT-LUKS2-f3a122bb-root" {
 		t.Fatal(got)
+	}
+}
+
+func TestSizeOfImageFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(p, make([]byte, 12345), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := Size(f); n != 12345 || err != nil {
+		t.Fatalf("%d %v", n, err)
 	}
 }

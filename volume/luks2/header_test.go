@@ -402,3 +402,32 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestMapping(t *testing.T) {
+	v, err := Open(bytes.NewReader(readTestdata(t, "sector4096-token.hdr")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, seg := v.DataSegment()
+	dev := int64(seg.Offset) + 10*4096 + 1000 // a partial trailing sector is not mapped
+	m, err := v.Mapping(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Cipher != "aes-xts-plain64" || m.Offset != seg.Offset/512 || m.Length != 80 || m.SectorSize != 4096 || m.IVOffset != 0 {
+		t.Fatalf("%+v", m)
+	}
+	if _, err := v.Mapping(int64(seg.Offset)); err == nil {
+		t.Fatal("device without data accepted")
+	}
+	flagged := reseal(t, readTestdata(t, "sector4096-token.hdr"), []int{0, 1}, editJSON(t, readTestdata(t, "sector4096-token.hdr"), func(m map[string]any) {
+		obj(m, "config")["flags"] = []any{"allow-discards", "no-read-workqueue", "some-future-flag"}
+	}), nil)
+	v, err = Open(bytes.NewReader(flagged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := v.Mapping(dev); strings.Join(m.Options, ",") != "allow_discards,no_read_workqueue" {
+		t.Fatalf("options %v", m.Options)
+	}
+}

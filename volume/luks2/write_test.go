@@ -51,6 +51,7 @@ func TestOracleAddKeyslotAndToken(t *testing.T) {
 		{"pbkdf2-sha256", KDF{Type: "pbkdf2", Hash: "sha256", Iterations: 1000}},
 		{"pbkdf2-sha512", KDF{Type: "pbkdf2", Hash: "sha512", Iterations: 2000}},
 		{"argon2id", KDF{Type: "argon2id", Time: 4, Memory: 8192, CPUs: 2}},
+		{"argon2i", KDF{Type: "argon2i", Time: 3, Memory: 4096, CPUs: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
