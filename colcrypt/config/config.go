@@ -13,7 +13,8 @@
 //	columns: [{table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}]
 //	on_denied: error
 //
-// Guarantees: Load is the only constructor; it rejects unknown keys, a missing or unknown version,
+// Guarantees: Load is the only constructor (decoding goes through keyagent/confile, like every Keyward
+// daemon's); it rejects unknown keys, a missing or unknown version,
 // and invalid values, and every error names the file, the line and the key. Relative paths (certificate,
 // key, CA) are resolved against the file's directory. Defaults are applied only to keys that are absent.
 // Non-guarantees: the column entries are checked only for shape here (the encryption layer checks them
@@ -21,19 +22,16 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/keyward/keyward/keyagent/confile"
 )
 
 // Version is the only config version this build understands.
@@ -48,20 +46,19 @@ const (
 
 // Config is a validated colcrypt.yaml.
 type Config struct {
-	Version    int       `yaml:"version"`
-	Listen     string    `yaml:"listen"`
-	ListenUnix string    `yaml:"listen_unix"`
-	TLS        *TLS      `yaml:"tls"`
-	Upstream   Upstream  `yaml:"upstream"`
-	Limits     Limits    `yaml:"limits"`
-	Metrics    string    `yaml:"metrics"`
-	Log        Log       `yaml:"log"`
-	Agent      *Agent    `yaml:"agent"`
-	Columns    []Column  `yaml:"columns"`
-	OnDenied   string    `yaml:"on_denied"`
-	Path       string    `yaml:"-"` // the file it was loaded from
-	lines      lineIndex `yaml:"-"`
-	nulls      map[string]bool
+	Version    int      `yaml:"version"`
+	Listen     string   `yaml:"listen"`
+	ListenUnix string   `yaml:"listen_unix"`
+	TLS        *TLS     `yaml:"tls"`
+	Upstream   Upstream `yaml:"upstream"`
+	Limits     Limits   `yaml:"limits"`
+	Metrics    string   `yaml:"metrics"`
+	Log        Log      `yaml:"log"`
+	Agent      *Agent   `yaml:"agent"`
+	Columns    []Column `yaml:"columns"`
+	OnDenied   string   `yaml:"on_denied"`
+	Path       string   `yaml:"-"` // the file it was loaded from
+	doc        *confile.Doc
 }
 
 // TLS is the client-facing certificate.
@@ -120,25 +117,9 @@ const (
 	DefaultConnectTimeout  = 5 * time.Second
 )
 
-// ErrInvalid is wrapped by every validation error.
-var ErrInvalid = errors.New("invalid config")
-
-// Error is a problem at a key of the file.
-type Error struct {
-	File string
-	Line int    // 0 when unknown
-	Key  string // dotted path, e.g. "upstream.tls"
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("%s:%d: key %q: %s", e.File, e.Line, e.Key, e.Msg)
-	}
-	return fmt.Sprintf("%s: key %q: %s", e.File, e.Key, e.Msg)
-}
-
-func (e *Error) Unwrap() error { return ErrInvalid }
+// Error is the error type of every problem Load reports: the file, the line, the dotted key
+// ("upstream.tls", "columns[0]") and what is wrong. It is keyagent/confile's, shared by all daemons.
+type Error = confile.Error
 
 // Load reads, decodes strictly and validates the file at path.
 func Load(path string) (*Config, error) {
@@ -149,49 +130,24 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)`)
-var typeErrLine = regexp.MustCompile(`^line (\d+): (.*)$`)
-
 // Parse decodes and validates a config held in memory; path is used in errors and to resolve
 // relative file names.
 func Parse(path string, data []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	c := &Config{Path: path}
+	doc, err := confile.DecodeBytes(path, data, c, Version)
+	if err != nil {
+		return nil, err
 	}
-	idx := lineIndex{}
-	idx.walk("", &root)
-
-	c := &Config{Path: path, lines: idx, nulls: map[string]bool{}}
-	if doc := root.Content; len(doc) == 1 && doc[0].Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(doc[0].Content); i += 2 {
-			if v := doc[0].Content[i+1]; v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-				c.nulls[doc[0].Content[i].Value] = true
-			}
-		}
+	c.doc = doc
+	// YAML reads a bare `on_denied: null` as no value, but here null is the name of a policy.
+	var top struct {
+		OnDenied yaml.Node `yaml:"on_denied"`
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) && len(te.Errors) > 0 {
-			msg := te.Errors[0]
-			if m := unknownField.FindStringSubmatch(msg); m != nil {
-				line, _ := strconv.Atoi(m[1])
-				return nil, &Error{File: path, Line: line, Key: idx.keyAt(line, m[2]), Msg: "unknown key"}
-			}
-			if m := typeErrLine.FindStringSubmatch(msg); m != nil {
-				line, _ := strconv.Atoi(m[1])
-				return nil, &Error{File: path, Line: line, Key: idx.keyAt(line, ""), Msg: m[2]}
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return nil, &Error{File: path, Key: "version", Msg: "empty file"}
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if yaml.Unmarshal(data, &top) == nil && top.OnDenied.Kind == yaml.ScalarNode && top.OnDenied.Tag == "!!null" {
+		c.OnDenied = "null"
 	}
 	for i := range c.Columns {
-		c.Columns[i].Line = idx[fmt.Sprintf("columns.%d", i)]
+		c.Columns[i].Line = doc.Line(fmt.Sprintf("columns[%d]", i))
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -199,15 +155,18 @@ func Parse(path string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-// errf reports a problem at key; for a missing key, the line of its nearest parent that is present.
+// has reports whether key is present in the file.
+func (c *Config) has(key string) bool { return c.doc.Line(key) > 0 }
+
+// errf reports a problem at key; for a missing key, at the line of its nearest parent that is present.
 func (c *Config) errf(key, format string, args ...any) error {
 	line := 0
 	for k := key; k != ""; {
-		if l, ok := c.lines[k]; ok {
+		if l := c.doc.Line(k); l > 0 {
 			line = l
 			break
 		}
-		i := strings.LastIndexByte(k, '.')
+		i := strings.LastIndexAny(k, ".[")
 		if i < 0 {
 			break
 		}
@@ -224,12 +183,6 @@ func (c *Config) resolve(p string) string {
 }
 
 func (c *Config) validate() error {
-	if c.Version == 0 {
-		return c.errf("version", "missing (this build reads version: %d)", Version)
-	}
-	if c.Version != Version {
-		return c.errf("version", "unknown version %d (this build reads version: %d)", c.Version, Version)
-	}
 	if c.Listen == "" && c.ListenUnix == "" {
 		c.Listen = DefaultListen
 	}
@@ -278,7 +231,7 @@ func (c *Config) validate() error {
 	if l.MaxConnections < 0 {
 		return c.errf("limits.max_connections", "negative")
 	}
-	if _, ok := c.lines["limits.max_connections"]; !ok {
+	if !c.has("limits.max_connections") {
 		l.MaxConnections = DefaultMaxConnections
 	}
 	for key, d := range map[string]*time.Duration{
@@ -289,13 +242,13 @@ func (c *Config) validate() error {
 			return c.errf(key, "negative duration")
 		}
 	}
-	if _, ok := c.lines["limits.idle_timeout"]; !ok {
+	if !c.has("limits.idle_timeout") {
 		l.IdleTimeout = DefaultIdleTimeout
 	}
-	if _, ok := c.lines["limits.startup_timeout"]; !ok {
+	if !c.has("limits.startup_timeout") {
 		l.StartupTimeout = DefaultStartupTimeout
 	}
-	if _, ok := c.lines["limits.shutdown_timeout"]; !ok {
+	if !c.has("limits.shutdown_timeout") {
 		l.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.Metrics != "" {
@@ -327,7 +280,7 @@ func (c *Config) validate() error {
 		}
 	}
 	for i, col := range c.Columns {
-		key := fmt.Sprintf("columns.%d", i)
+		key := fmt.Sprintf("columns[%d]", i)
 		if col.Table == "" || col.Column == "" {
 			return c.errf(key, "table and column are required")
 		}
@@ -337,9 +290,6 @@ func (c *Config) validate() error {
 	}
 	if len(c.Columns) > 0 && c.Agent == nil {
 		return c.errf("columns", "protected columns need an agent: {socket: ...}")
-	}
-	if c.OnDenied == "" && c.nulls["on_denied"] {
-		c.OnDenied = "null" // YAML reads a bare null as no value; here it is the policy named null
 	}
 	switch c.OnDenied {
 	case "":
@@ -351,53 +301,6 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Line returns the line of a dotted key ("upstream.tls", "columns.0"), 0 if absent. The encryption
+// Line returns the line of a dotted key ("upstream.tls", "columns[0]"), 0 if absent. The encryption
 // layer uses it to report its own errors against the file.
-func (c *Config) Line(key string) int { return c.lines[key] }
-
-// lineIndex maps dotted key paths to the line where the key (or sequence item) appears.
-type lineIndex map[string]int
-
-func (idx lineIndex) walk(prefix string, n *yaml.Node) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			idx.walk(prefix, c)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			p := k.Value
-			if prefix != "" {
-				p = prefix + "." + k.Value
-			}
-			idx[p] = k.Line
-			idx.walk(p, n.Content[i+1])
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := prefix + "." + strconv.Itoa(i)
-			idx[p] = c.Line
-			idx.walk(p, c)
-		}
-	}
-}
-
-// keyAt finds the dotted key at line whose last element is name (any key at that line if name is "").
-func (idx lineIndex) keyAt(line int, name string) string {
-	best := ""
-	for k, l := range idx {
-		if l != line {
-			continue
-		}
-		if name == "" || k == name || strings.HasSuffix(k, "."+name) {
-			if best == "" || len(k) > len(best) {
-				best = k
-			}
-		}
-	}
-	if best == "" {
-		return name
-	}
-	return best
-}
+func (c *Config) Line(key string) int { return c.doc.Line(key) }

@@ -101,6 +101,7 @@ func (ss *session) frontendLoop() error {
 		msgs++
 		switch msg.Type {
 		case 'X':
+			ss.ending.Store(true) // the server closing now is expected, not an error to report
 			ss.sw.Write(msg.Raw)
 			ss.sw.Flush()
 			return errTerminated
@@ -131,6 +132,7 @@ func (ss *session) backendLoop() error {
 		}
 	}
 	defer publish()
+	sawFatal := false // the server said why it ends the session; the client needs no second FATAL
 	// end tells the client why the session ends (if it should be told), and stops the frontend pump.
 	end := func(err error, code, text string) error {
 		if code != "" {
@@ -163,10 +165,16 @@ func (ss *session) backendLoop() error {
 				_ = ss.server.SetReadDeadline(time.Time{})
 				continue
 			}
+			if sawFatal {
+				return end(errUpstreamGone, "", "")
+			}
 			m.errors.WithLabelValues("upstream_lost").Inc()
 			return end(errors.Join(errUpstreamGone, err), "08006", "lost the connection to the database server")
 		}
 		msgs++
+		if msg.Type == 'E' && isFatal(msg.Body()) {
+			sawFatal = true
+		}
 		if msg.Type == 'Z' {
 			if body := msg.Body(); len(body) > 0 {
 				ss.txStatus.Store(uint32(body[0]))

@@ -17,7 +17,11 @@ import (
 
 	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/proxy"
+	"github.com/keyward/keyward/keyagent/confile"
 )
+
+// envPrefix names the environment variables that stand in for flags not given.
+const envPrefix = "KEYWARD_COLCRYPT"
 
 func newServeCmd() *cobra.Command {
 	var configPath, listen string
@@ -26,8 +30,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the proxy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configPath == "" {
-				configPath = os.Getenv("KEYWARD_COLCRYPT_CONFIG")
+			// Flags first, then KEYWARD_COLCRYPT_<FLAG> (KEYWARD_COLCRYPT_CONFIG, KEYWARD_COLCRYPT_LISTEN).
+			if err := confile.ApplyEnv(cmd.Flags(), envPrefix); err != nil {
+				return &exitError{ExitConfig, err}
 			}
 			if configPath == "" {
 				return &exitError{ExitConfig, errors.New("--config is required")}
@@ -42,7 +47,7 @@ func newServeCmd() *cobra.Command {
 			return serve(cmd.Context(), cfg, cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVar(&configPath, "config", "", "colcrypt.yaml (default $KEYWARD_COLCRYPT_CONFIG)")
+	cmd.Flags().StringVar(&configPath, "config", "", "colcrypt.yaml (or $KEYWARD_COLCRYPT_CONFIG)")
 	cmd.Flags().StringVar(&listen, "listen", "", "override listen: host:port")
 	return cmd
 }
