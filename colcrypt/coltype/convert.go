@@ -3,7 +3,6 @@ package coltype
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -25,9 +24,6 @@ func (e *ConversionError) Error() string {
 func convErr(from, to Type, reason string) error {
 	return &ConversionError{From: from, To: to, Reason: reason}
 }
-
-// ErrNoAssignmentCast is the reason when PostgreSQL has no assignment cast between the types.
-var ErrNoAssignmentCast = errors.New("no assignment cast")
 
 // Convert turns the canonical encoding of a value of type from into the canonical encoding of the
 // same value in type to, following PostgreSQL's assignment casts (what INSERT and UPDATE apply
@@ -140,7 +136,7 @@ func appendConvert(dst []byte, to, from Type, canon []byte, s *Session) ([]byte,
 		}
 		return appendInt64(dst, v), nil
 	}
-	return dst, &ConversionError{From: from, To: to, Reason: ErrNoAssignmentCast.Error()}
+	return dst, &ConversionError{From: from, To: to, Reason: "PostgreSQL has no assignment cast between these types"}
 }
 
 func appendDate(dst []byte, d int32) []byte { return binary.BigEndian.AppendUint32(dst, uint32(d)) }

@@ -21,7 +21,7 @@ func FuzzCanonical(f *testing.F) {
 	}
 	s := &Session{TimeZone: ny}
 	f.Fuzz(func(t *testing.T, ty uint8, binary bool, in []byte) {
-		typ := Types[int(ty)%len(Types)]
+		typ := Types()[int(ty)%len(Types())]
 		format := TextFormat
 		if binary {
 			format = BinaryFormat

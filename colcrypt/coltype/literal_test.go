@@ -139,7 +139,7 @@ func TestParseLiteralRefusals(t *testing.T) {
 // INSERT INTO t(c) VALUES (<literal>) and VALUES ($1) with the parameter's declared type. (Run from
 // TestAgainstPostgres, to share one server.)
 func literalsAgainstPostgres(t *testing.T, query func(tz, sql string, oids []uint32, format int16, args ...string) ([]byte, error)) {
-	for _, ty := range Types {
+	for _, ty := range Types() {
 		if _, err := query("", fmt.Sprintf("CREATE TEMP TABLE c_%s (c %s) ON COMMIT DELETE ROWS", ty, ty), nil, TextFormat); err != nil && !strings.Contains(err.Error(), "rows") {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package coltype
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -55,8 +56,10 @@ var typeInfo = [...]struct {
 	Bytea:       {"bytea", "bytea", pgtype.ByteaOID},
 }
 
+var allTypes = [...]Type{Text, Varchar, Int2, Int4, Int8, Numeric, Float8, Bool, Date, Timestamp, Timestamptz, UUID, JSONB, Bytea}
+
 // Types lists every declared type, in a stable order.
-var Types = []Type{Text, Varchar, Int2, Int4, Int8, Numeric, Float8, Bool, Date, Timestamp, Timestamptz, UUID, JSONB, Bytea}
+func Types() []Type { return slices.Clone(allTypes[:]) }
 
 func (t Type) valid() bool { return t >= Text && t <= Bytea }
 
@@ -86,7 +89,7 @@ func (t Type) OID() uint32 {
 
 // TypeForOID returns the declared type with that OID.
 func TypeForOID(oid uint32) (Type, bool) {
-	for _, t := range Types {
+	for _, t := range allTypes {
 		if typeInfo[t].oid == oid {
 			return t, true
 		}
