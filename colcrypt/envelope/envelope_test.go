@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward/colcrypt/envelope"
+	"github.com/keyward/keyward/colcrypt/envelope/envelopetest"
 	"github.com/keyward/keyward/memsafe"
 )
 
@@ -509,4 +511,27 @@ func TestNoAllocations(t *testing.T) {
 			t.Errorf("%s Open: %.1f allocations", alg, n)
 		}
 	}
+}
+
+// The software stand-in meets the HSM contract (which also shows the contract suite runs).
+func TestSoftHSMContract(t *testing.T) {
+	envelopetest.HSMContract(t, &randomNonceHSM{softHSM: newSoftHSM(t, bytes.Repeat([]byte{9}, 32), nil)}, "vault:x", 1)
+}
+
+// randomNonceHSM is softHSM with a fresh random nonce per call, as a real HSM does.
+type randomNonceHSM struct{ *softHSM }
+
+func (h *randomNonceHSM) Encrypt(ctx context.Context, scope string, version uint32, pt, aad []byte) ([]byte, uint32, error) {
+	h.nonce = make([]byte, 12)
+	if _, err := rand.Read(h.nonce); err != nil {
+		return nil, 0, err
+	}
+	return h.softHSM.Encrypt(ctx, scope, version, pt, aad)
+}
+
+func (h *randomNonceHSM) Decrypt(ctx context.Context, scope string, version uint32, body, aad []byte) ([]byte, error) {
+	if len(body) < 28 {
+		return nil, envelope.ErrOpen
+	}
+	return h.softHSM.Decrypt(ctx, scope, version, body, aad)
 }

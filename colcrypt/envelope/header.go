@@ -120,8 +120,8 @@ func ParseHeader(env []byte) (Header, error) {
 	if err := h.check(); err != nil {
 		return Header{}, err
 	}
-	if min := HeaderSize + h.Alg.overhead(); len(env) < min {
-		return Header{}, &ParseError{Offset: len(env), Field: "body", Reason: fmt.Sprintf("%d bytes, a %s envelope has at least %d", len(env), h.Alg, min)}
+	if least := HeaderSize + h.Alg.overhead(); len(env) < least {
+		return Header{}, &ParseError{Offset: len(env), Field: "body", Reason: fmt.Sprintf("%d bytes, a %s envelope has at least %d", len(env), h.Alg, least)}
 	}
 	return h, nil
 }
