@@ -87,6 +87,9 @@ var textCases = []textCase{
 	{t: Float8, in: "1.5e-7", want: "1.5e-07"},
 	{t: Float8, in: "123456789012345678", want: "1.2345678901234568e+17"},
 	{t: Float8, in: "1e308", want: "1e+308"},
+	{t: Float8, in: "162525368526377216", want: "1.6252536852637722e+17"}, // Go's shortest would stop on the rounding boundary
+	{t: Float8, in: "-162525368526377216", want: "-1.6252536852637722e+17"},
+	{t: Float8, in: "9007199254740993", want: "9.007199254740992e+15"},
 	{t: Float8, in: "4.9e-324", want: "5e-324"},
 	{t: Float8, in: "3.141592653589793", want: "3.141592653589793"},
 	{t: Float8, in: "1e309", err: true},

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math"
+	"math/big"
 	"strconv"
 	"unicode/utf8"
 )
@@ -197,12 +198,64 @@ func appendFloat8Text(dst []byte, f float64) []byte {
 	}
 	var buf [32]byte
 	e := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)
+	if math.Abs(f) >= 1<<53 && onRoundingBoundary(f, e) {
+		e = pgShortestStrict(buf[:0], f, e)
+	}
 	x := bytes.IndexByte(e, 'e')
 	exp, _ := strconv.Atoi(string(e[x+1:]))
-	if exp < -4 || exp >= 15 {
+	if exp < -4 || exp >= 15 { // always the case after pgShortestStrict, as |f| >= 2^53 there
 		return append(dst, e...)
 	}
 	return strconv.AppendFloat(dst, f, 'f', -1, 64)
+}
+
+// onRoundingBoundary reports whether the decimal s lies exactly half an ulp from f. Go's shortest
+// formatting accepts such a decimal when f's mantissa is even (it does read back as f, by
+// round-half-even); PostgreSQL's Ryu does not, and prints one more digit. Only |f| >= 2^53 can hit
+// this: below, a midpoint needs more than 17 significant digits, more than any shortest form has.
+func onRoundingBoundary(f float64, s []byte) bool {
+	d, ok := new(big.Rat).SetString(string(s))
+	if !ok {
+		return false
+	}
+	fr := new(big.Rat).SetFloat64(f)
+	diff := new(big.Rat).Sub(d, fr)
+	if diff.Sign() == 0 {
+		return false
+	}
+	frac, exp := math.Frexp(math.Abs(f))
+	gap := math.Ldexp(1, exp-53) // the ulp above |f|
+	if (diff.Sign() < 0) == (f > 0) && frac == 0.5 {
+		gap /= 2 // below a power of two the spacing halves
+	}
+	diff.Abs(diff)
+	diff.Mul(diff, big.NewRat(2, 1))
+	return diff.Cmp(new(big.Rat).SetFloat64(gap)) == 0
+}
+
+// pgShortestStrict is the shortest correctly rounded form of f that lies strictly inside its
+// rounding interval (Ryu without accepting the bounds).
+func pgShortestStrict(dst []byte, f float64, shortest []byte) []byte {
+	sig := 0
+	for _, c := range shortest {
+		if c == 'e' {
+			break
+		}
+		if c >= '0' && c <= '9' {
+			sig++
+		}
+	}
+	for prec := sig; prec <= 17; prec++ { // prec digits after the point: prec+1 significant
+		e := strconv.AppendFloat(dst[:0], f, 'e', prec, 64)
+		if back, err := strconv.ParseFloat(string(e), 64); err == nil && back == f && !onRoundingBoundary(f, e) {
+			// Drop trailing zeros of the mantissa.
+			x := bytes.IndexByte(e, 'e')
+			m := bytes.TrimRight(e[:x], "0")
+			m = bytes.TrimSuffix(m, []byte("."))
+			return append(append(dst[:0:0], m...), e[x:]...)
+		}
+	}
+	return shortest
 }
 
 func renderFloat8(dst []byte, format int16, canon []byte) ([]byte, error) {
