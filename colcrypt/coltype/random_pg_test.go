@@ -76,6 +76,31 @@ func randomAgainstPostgres(t *testing.T, query func(tz, sql string, format int16
 			}
 		}
 	})
+	t.Run("jsonb", func(t *testing.T) {
+		valid := 0
+		defer func() {
+			if valid < 250 {
+				t.Errorf("only %d of 300 random documents were valid", valid)
+			}
+		}()
+		for range 300 {
+			var b strings.Builder
+			randomJSON(r, &b, 0)
+			in := b.String()
+			canon, err := Canonical(JSONB, TextFormat, []byte(in), nil)
+			pg, pgErr := query("", "SELECT $1::jsonb", TextFormat, in)
+			if (err == nil) != (pgErr == nil) {
+				t.Fatalf("%s: ours %v, PostgreSQL %v", in, err, pgErr)
+			}
+			if err != nil {
+				continue
+			}
+			valid++
+			if string(canon[1:]) != string(pg) {
+				t.Errorf("%s: ours %s, PostgreSQL %s", in, canon[1:], pg)
+			}
+		}
+	})
 	t.Run("numeric", func(t *testing.T) {
 		for range 200 {
 			var b strings.Builder
@@ -115,6 +140,62 @@ func randomAgainstPostgres(t *testing.T, query func(tz, sql string, format int16
 			}
 		}
 	})
+}
+
+// randomJSON writes a random document: nested objects with short, colliding and non-ASCII keys,
+// escapes, and numbers whose scale PostgreSQL keeps the same as ours (no trailing fractional zero).
+func randomJSON(r *rand.Rand, b *strings.Builder, depth int) {
+	keys := []string{"a", "b", "aa", "ab", "ba", "", "é", "z\u00e9", `\n`, "long key", "a"}
+	ws := func() {
+		if r.IntN(4) == 0 {
+			b.WriteString([]string{" ", "\n", "\t", "  "}[r.IntN(4)])
+		}
+	}
+	ws()
+	switch k := r.IntN(9); {
+	case k < 2 && depth < 4:
+		b.WriteByte('{')
+		for i := range r.IntN(5) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			ws()
+			b.WriteString(`"` + keys[r.IntN(len(keys))] + `"`)
+			ws()
+			b.WriteByte(':')
+			randomJSON(r, b, depth+1)
+		}
+		b.WriteByte('}')
+	case k < 4 && depth < 4:
+		b.WriteByte('[')
+		for i := range r.IntN(4) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			randomJSON(r, b, depth+1)
+		}
+		b.WriteByte(']')
+	case k < 6:
+		if r.IntN(2) == 0 {
+			b.WriteByte('-')
+		}
+		fmt.Fprintf(b, "%d", r.IntN(100000))
+		if r.IntN(2) == 0 {
+			fmt.Fprintf(b, ".%d%d", r.IntN(1000), 1+r.IntN(9))
+		}
+		if r.IntN(3) == 0 {
+			fmt.Fprintf(b, "e%d", r.IntN(10))
+		}
+	case k < 8:
+		b.WriteString(`"`)
+		for range r.IntN(6) {
+			b.WriteString([]string{"x", "é", `\"`, `\\`, `\/`, `\u0041`, `\u00e9`, `\ud83d\ude00`, `\b`, `\u001f`, "\u007f"}[r.IntN(11)])
+		}
+		b.WriteString(`"`)
+	default:
+		b.WriteString([]string{"true", "false", "null"}[r.IntN(3)])
+	}
+	ws()
 }
 
 // nextTransition finds the first offset change of loc after from, within two years.
