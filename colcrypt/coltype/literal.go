@@ -55,7 +55,7 @@ func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 	var canon []byte
 	var err error
 	if lit.Cast != "" {
-		cast, err := castType(t, lit.Cast)
+		cast, mod, err := castType(t, lit.Cast)
 		if err != nil {
 			return nil, err
 		}
@@ -70,6 +70,9 @@ func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 			if canon, err = explicitCast(cast, src, canon, s); err != nil {
 				return nil, err
 			}
+		}
+		if canon, err = mod.apply(cast, canon); err != nil {
+			return nil, err
 		}
 		src = cast
 	} else if canon, err = literalInput(src, lit.Value, s); err != nil {
@@ -102,19 +105,26 @@ func numberType(v string) Type {
 	return Numeric
 }
 
-// castType resolves the name in an explicit cast. json is read as jsonb (json -> jsonb is an
-// assignment cast, and jsonb is the only JSON type a column can declare).
-func castType(col Type, name string) (Type, error) {
-	n := strings.ToLower(strings.TrimSpace(name))
+// castType resolves the name in an explicit cast, with its type modifier. json is read as jsonb
+// (json -> jsonb is an assignment cast, and jsonb is the only JSON type a column can declare).
+func castType(col Type, name string) (Type, typeMod, error) {
+	n := strings.ToLower(strings.Join(strings.Fields(name), " "))
 	n = strings.TrimPrefix(n, "pg_catalog.")
 	if n == "json" {
-		return JSONB, nil
+		return JSONB, noMod, nil
 	}
-	ct, err := ParseType(name)
+	base, mod, err := splitTypeMod(n)
 	if err != nil {
-		return 0, &ValueError{Type: col, Format: -1, Reason: "cast: " + strings.TrimPrefix(err.Error(), "coltype: "), Err: ErrUnsupported}
+		return 0, noMod, &ValueError{Type: col, Format: -1, Reason: "cast to " + name + ": " + err.Error(), Err: ErrUnsupported}
 	}
-	return ct, nil
+	ct, err := ParseType(base)
+	if err != nil {
+		return 0, noMod, &ValueError{Type: col, Format: -1, Reason: "cast: " + strings.TrimPrefix(err.Error(), "coltype: "), Err: ErrUnsupported}
+	}
+	if err := mod.check(ct); err != nil {
+		return 0, noMod, &ValueError{Type: col, Format: -1, Reason: "cast to " + name + ": " + err.Error(), Err: ErrUnsupported}
+	}
+	return ct, mod, nil
 }
 
 // explicitCast converts a number or bool constant for an explicit cast. Explicit casts allow what

@@ -77,6 +77,27 @@ var literalCases = []literalCase{
 	{col: Bool, lit: num("1", ""), err: true},
 	{col: Bool, lit: num("1", "bool"), want: "t"},
 	{col: Bool, lit: num("0", "boolean"), want: "f"},
+	// Type modifiers in casts.
+	{col: Text, lit: str("abcdef", "varchar(3)"), want: "abc"},
+	{col: Text, lit: str("héllo", "character varying(2)"), want: "hé"},
+	{col: Numeric, lit: str("12.345", "numeric(10,2)"), want: "12.35"},
+	{col: Numeric, lit: str("-12.345", "decimal(10, 2)"), want: "-12.35"},
+	{col: Numeric, lit: str("0.005", "numeric(3,2)"), want: "0.01"},
+	{col: Numeric, lit: str("0.0049", "numeric(3,2)"), want: "0"},
+	{col: Numeric, lit: str("999.995", "numeric(5,2)"), err: true},
+	{col: Numeric, lit: num("12.5", "numeric(2)"), want: "13"},
+	{col: Numeric, lit: num("99.5", "numeric(2)"), err: true},
+	{col: Numeric, lit: str("Infinity", "numeric(10,2)"), err: true},
+	{col: Numeric, lit: str("NaN", "numeric(10,2)"), want: "NaN"},
+	{col: Timestamp, lit: str("2024-01-02 03:04:05.123456", "timestamp(0)"), want: "2024-01-02 03:04:05"},
+	{col: Timestamp, lit: str("2024-01-02 03:04:05.5", "timestamp(0)"), want: "2024-01-02 03:04:06"},
+	// PostgreSQL rounds half away from 2000-01-01, so before it halves round toward the past.
+	{col: Timestamp, lit: str("1999-12-31 23:59:59.5", "timestamp(0)"), want: "1999-12-31 23:59:59"},
+	{col: Timestamp, lit: str("1999-12-31 23:59:59.25", "timestamp(1) without time zone"), want: "1999-12-31 23:59:59.2"},
+	{col: Timestamptz, lit: str("2024-01-02 03:04:05.123456+00", "timestamptz(3)"), want: "2024-01-02 03:04:05.123+00"},
+	{col: Timestamptz, lit: str("2024-01-02 03:04:05.12545+00", "timestamp(4) with time zone"), want: "2024-01-02 03:04:05.1255+00"},
+	{col: Float8, lit: str("1.5", "float(53)"), want: "1.5"},
+	{col: Int4, lit: str("5", "int4(3)"), err: true},
 }
 
 func sqlLiteral(l Literal) string {
@@ -122,8 +143,9 @@ func TestParseLiteralRefusals(t *testing.T) {
 		col Type
 		lit Literal
 	}{
-		"type modifier":    {Varchar, str("abc", "varchar(2)")},
+		"float(p) is real": {Float8, str("1.5", "float(10)")},
 		"unsupported cast": {Float8, str("1.5", "real")},
+		"bad modifier":     {Varchar, str("abc", "varchar(x)")},
 		"unknown kind":     {Text, Literal{Value: "x"}},
 	}
 	for name, c := range cases {
