@@ -59,8 +59,10 @@
 // contain the value: values are user data, and errors end up in logs. The proxy can repeat them to the
 // client as they are.
 //
-// Not guaranteed: type modifiers (varchar(n), numeric(p,s), timestamp(p)) are not applied (the column
-// is bytea, so PostgreSQL does not apply them either) and are refused in casts; client encodings other
-// than UTF8 are the proxy's to refuse; numeric limits are PostgreSQL's (131072 digits before the
-// point, 16383 after).
+// Type modifiers: a column's declared type has none (the column is bytea, so PostgreSQL applies none
+// either); in an explicit cast of a literal, varchar(n), numeric(p,s) and timestamp[tz](p) are applied
+// as PostgreSQL applies them (truncation, rounding, overflow errors), and other modifiers are refused.
+//
+// Not guaranteed: client encodings other than UTF8 are the proxy's to refuse; numeric limits are
+// PostgreSQL's (131072 digits before the point, 16383 after).
 package coltype

@@ -33,8 +33,9 @@ type Literal struct {
 // ParseLiteral returns the canonical encoding, for a column of declared type t, of a SQL constant,
 // giving it the type PostgreSQL would: an untyped string takes the column's type; a number is
 // integer, bigint or numeric by its form; a cast gives its type; and the result is converted to t
-// with PostgreSQL's assignment casts (see Convert). Casts to types outside the declared types, and
-// type modifiers, are refused.
+// with PostgreSQL's assignment casts (see Convert). A cast's type modifier (varchar(n),
+// numeric(p,s), timestamp(p)) is applied to the value; casts to types outside the declared types, and
+// other modifiers, are refused with an error wrapping ErrUnsupported.
 func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 	var src Type
 	switch lit.Kind {
