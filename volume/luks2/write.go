@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -393,6 +394,26 @@ func (v *Volume) Backup(dst io.Writer) (int64, error) {
 		return n, fmt.Errorf("luks2: header backup: %w", err)
 	}
 	return n, nil
+}
+
+// BackupToFile writes Backup to a new file at path (mode 0600, never overwriting: a backup taken
+// before a write must not replace the last good one) and syncs it before returning.
+func (v *Volume) BackupToFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("luks2: header backup: %w", err)
+	}
+	if _, err := v.Backup(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("luks2: header backup: %w", err)
+	}
+	return f.Close()
 }
 
 func (v *Volume) segmentDigestID() (int, error) {

@@ -264,11 +264,25 @@ func TestInterruptedWrites(t *testing.T) {
 	}
 }
 
-func TestBackupWriter(t *testing.T) {
-	im := writeImage(t)
-	v, _ := im.open(t)
-	n, err := v.Backup(io.Discard)
-	if err != nil || n != 2*16384+1<<20 {
+func TestBackupToFile(t *testing.T) {
+	img := readTestdata(t, "pbkdf2-sha256.luks2")
+	v, err := Open(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := v.Backup(io.Discard); err != nil || n != int64(len(img)) {
 		t.Fatalf("backup %d bytes, %v", n, err)
+	}
+	p := filepath.Join(t.TempDir(), "hdr.bak")
+	if err := v.BackupToFile(p); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if !bytes.Equal(got, img) || st.Mode().Perm() != 0o600 {
+		t.Fatalf("backup differs or mode %v", st.Mode())
+	}
+	if err := v.BackupToFile(p); err == nil {
+		t.Fatal("an existing backup was overwritten")
 	}
 }
