@@ -1,0 +1,295 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/keyagent/agent"
+	"github.com/keyward/keyward/keyagent/audit"
+	"github.com/keyward/keyward/keyagent/client"
+	"github.com/keyward/keyward/keyagent/keycache"
+	kpolicy "github.com/keyward/keyward/keyagent/policy"
+	"github.com/keyward/keyward/keyagent/upstream"
+	"github.com/keyward/keyward/keyagent/wire"
+	"github.com/keyward/keyward/memsafe"
+	"github.com/keyward/keyward/testenv"
+)
+
+// benchPolicy lets this test process (uid, exe) act for db:alice, who may use every payroll scope.
+const benchPolicy = `version: 1
+principals:
+  bench: {uid: %d, exe: %s, act_for: ["db:*"]}
+roles:
+  payroll: {grants: [{scopes: ["payroll:*"], ops: [encrypt, decrypt]}]}
+members:
+  "db:alice": [payroll]
+cache: {ttl: 5m, offline_grace: 15m, max_keys: 512}
+`
+
+// benchAgent runs a real agent in this process: the real policy file and holder, the real key cache,
+// a real audit file, peer credentials read by the kernel, and as upstream a `keyservice serve` process
+// on a SoftHSM token reached over mutual TLS. Clients use the real keyagent/client.
+func benchAgent(t *testing.T) (socket string) {
+	t.Helper()
+	ks := testenv.StartKeyService(t, testenv.KeyServiceOptions{Keyrings: []string{"payroll"}})
+	cert, key := ks.NodeTLS(t, "spiffe://keyward/node/test")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(ks.CA.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	up, err := upstream.NewRemote(upstream.RemoteConfig{
+		Endpoints: []string{ks.Addr},
+		TLS:       &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "127.0.0.1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+
+	dir := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ = filepath.EvalSymlinks(self)
+	pfile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pfile, fmt.Appendf(nil, benchPolicy, os.Getuid(), self), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := kpolicy.NewHolder(pfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := holder.Policy().Cache()
+	cache := keycache.New(keycache.Config{TTL: cc.TTL, Grace: cc.OfflineGrace, MaxKeys: cc.MaxKeys})
+	al, err := audit.Open(filepath.Join(dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Deps{Policy: holder, Upstream: up, Cache: cache, Audit: al})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket = filepath.Join(dir, "agent.sock")
+	ln, err := agent.Listen(socket, 0o600, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent Serve: %v", err)
+		}
+		cache.Purge()
+		al.Close()
+	})
+	return socket
+}
+
+// figures accumulates one measured side of a comparison over several rounds.
+type figures struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+func (f *figures) rate() float64 { return float64(f.n) / f.elapsed.Seconds() }
+
+func (f *figures) pct(p int) time.Duration {
+	slices.Sort(f.lat)
+	if len(f.lat) == 0 {
+		return 0
+	}
+	return f.lat[(len(f.lat)-1)*p/100]
+}
+
+// drive runs clients goroutines for dur, each calling the op made by newClient (one per goroutine,
+// with its own connection) in a loop, and adds the results to f.
+func drive(t *testing.T, f *figures, clients int, dur time.Duration, newClient func() (op func() error, done func())) {
+	t.Helper()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for range clients {
+		op, done := newClient()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer done()
+			mine := make([]time.Duration, 0, 1<<15)
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			f.lat = append(f.lat, mine...)
+			f.n += len(mine)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	f.elapsed += time.Since(start)
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// TestBenchAgent measures the agent's two speed figures of issue 4:
+//
+//   - cache hit: GetKey through keyagent/client over the socket, 8 concurrent clients, keys warm,
+//     against a bare unix-socket echo that reads the same request bytes and writes as many response
+//     bytes, measured in alternating rounds in the same run (goal: >= 0.5 of the echo's rate, p99 < 1 ms);
+//   - cache miss: one client, a new scope each request, so every GetKey goes through the key
+//     service (mutual TLS, SoftHSM C_Sign): p50 and p99.
+//
+// Everything runs in this process except the key service, so the clients, the agent and the echo
+// share the machine's cores.
+func TestBenchAgent(t *testing.T) {
+	if os.Getenv("KEYWARD_BENCH") != "1" {
+		t.Skip("set KEYWARD_BENCH=1 (make bench)")
+	}
+	rounds, dur, misses := 3, time.Second, 300
+	if os.Getenv("KEYWARD_BENCH_QUICK") == "1" {
+		rounds, dur, misses = 1, 400*time.Millisecond, 60
+	}
+	const clients = 8
+	socket := benchAgent(t)
+	ctx := context.Background()
+
+	const scope, actingFor = "payroll:employees.ssn", "db:alice"
+	c := client.New(socket)
+	defer c.Close()
+	// Warm the cache (and the client's connection pool).
+	k, v, err := c.GetKey(ctx, scope, 1, actingFor)
+	if err != nil {
+		t.Fatalf("warm-up GetKey: %v", err)
+	}
+	k.Destroy()
+	if v != 1 {
+		t.Fatalf("warm-up GetKey: version %d", v)
+	}
+
+	// The echo exchanges exactly the frames of a real GetKey.
+	reqFrame, err := (&wire.KeyRequest{Op: wire.OpDecrypt, Scope: scope, Version: 1, ActingFor: actingFor, Bits: 256}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dummy, err := memsafe.NewRandom(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	respFrame, err := (&wire.KeyResponse{Scope: scope, Version: 1, Key: dummy}).Encode(nil)
+	dummy.Destroy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	respLen := len(respFrame)
+	clear(respFrame)
+	echoPath := filepath.Join(t.TempDir(), "echo.sock")
+	ln, err := net.Listen("unix", echoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				in, out := make([]byte, len(reqFrame)), make([]byte, respLen)
+				for {
+					if _, err := io.ReadFull(nc, in); err != nil {
+						return
+					}
+					if _, err := nc.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	echoClient := func() (func() error, func()) {
+		nc, err := net.Dial("unix", echoPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, respLen)
+		return func() error {
+			if _, err := nc.Write(reqFrame); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(nc, buf)
+			return err
+		}, func() { nc.Close() }
+	}
+	agentClient := func() (func() error, func()) {
+		return func() error {
+			k, _, err := c.GetKey(ctx, scope, 1, actingFor)
+			if err != nil {
+				return err
+			}
+			k.Destroy()
+			return nil
+		}, func() {}
+	}
+
+	var echo, hit figures
+	for range rounds {
+		drive(t, &echo, clients, dur, echoClient)
+		drive(t, &hit, clients, dur, agentClient)
+	}
+	if t.Failed() {
+		return
+	}
+	ratio := hit.rate() / echo.rate()
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 8 clients\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\">=0.5\" met=%t\n",
+		hit.rate(), echo.rate(), ratio, ratio >= 0.5)
+	p99 := hit.pct(99)
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"<1000us\" met=%t\n",
+		us(p99), us(echo.pct(99)), us(p99)/1000, p99 < time.Millisecond)
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p50\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
+		us(hit.pct(50)), us(echo.pct(50)))
+
+	// Cache misses: a scope never asked before each time, so the agent fetches every key.
+	var miss figures
+	run := time.Now().UnixNano()
+	start := time.Now()
+	for i := range misses {
+		t0 := time.Now()
+		k, _, err := c.GetKey(ctx, fmt.Sprintf("payroll:miss.%d.%d", run, i), 0, actingFor)
+		if err != nil {
+			t.Fatalf("cache-miss GetKey: %v", err)
+		}
+		miss.lat = append(miss.lat, time.Since(t0))
+		k.Destroy()
+	}
+	miss.n, miss.elapsed = misses, time.Since(start)
+	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p50\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.pct(50)))
+	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p99\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.pct(99)))
+}
