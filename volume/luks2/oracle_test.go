@@ -234,3 +234,55 @@ func TestOracleKnownPlaintext(t *testing.T) {
 		})
 	}
 }
+
+// TestOracleLuksAddKey mixes keyslots made by cryptsetup luksAddKey with one of ours, in both orders
+// of writing, so each side reads and rewrites the other's header.
+func TestOracleLuksAddKey(t *testing.T) {
+	im := newImage(t, 8<<20, "first", append([]string{"--luks2-keyslots-size", "2M"}, fastPBKDF2...)...)
+	want := im.volumeKey("first")
+	addKey := func(newPass string, args ...string) {
+		// --key-file carries the existing passphrase; the new one comes on stdin.
+		kf := filepath.Join(im.dir, "existing")
+		os.WriteFile(kf, []byte("first"), 0o600)
+		im.cryptsetup(newPass, append(append([]string{"luksAddKey", "--batch-mode", "--key-file", kf}, args...), im.path, "-")...)
+	}
+	addKey("second", append([]string{"--key-slot", "5"}, fastArgonID...)...)
+
+	v, f := im.open(t)
+	vk, err := v.OpenKeyslot([]byte("second"), 5)
+	if err != nil {
+		t.Fatalf("luksAddKey'd argon2id slot: %v", err)
+	}
+	sameKey(t, vk, want)
+	slot, _, err := v.AddKeywardKeyslot(f, vk, []byte("ours"), KeyslotParams{Slot: -1, KDF: KDF{Type: "pbkdf2", Iterations: 1000}}, "boot:volume/x", 2)
+	vk.Destroy()
+	if err != nil || slot != 1 {
+		t.Fatalf("slot %d: %v", slot, err)
+	}
+	// cryptsetup writes on top of our header...
+	addKey("third", append([]string{"--key-slot", "3", "--hash", "sha512"}, fastPBKDF2...)...)
+	im.cryptsetup("", "luksKillSlot", "--batch-mode", im.path, "0")
+	// ...and we read its result.
+	v, _ = im.open(t)
+	if !v.Report().Healthy() {
+		t.Fatalf("report %+v", v.Report())
+	}
+	for _, p := range []struct {
+		pass string
+		slot int
+	}{{"second", 5}, {"ours", 1}, {"third", 3}} {
+		k, got, err := v.OpenAnyKeyslot([]byte(p.pass))
+		if err != nil || got != p.slot {
+			t.Fatalf("%s: slot %d, %v", p.pass, got, err)
+		}
+		sameKey(t, k, want)
+		k.Destroy()
+	}
+	if _, ok := v.Metadata().Keyslots[0]; ok {
+		t.Fatal("killed keyslot 0 still listed")
+	}
+	toks, err := v.KeywardTokens()
+	if err != nil || len(toks) != 1 || toks[0].Keyslots[0] != 1 || toks[0].Version != 2 {
+		t.Fatalf("our token after cryptsetup's writes: %+v %v", toks, err)
+	}
+}
