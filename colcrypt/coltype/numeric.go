@@ -369,6 +369,9 @@ func numericDisplayText(to Type, format int16, src []byte) ([]byte, error) {
 		d.normalize()
 		return d.appendText(nil), nil
 	}
+	if d.exp > numericMaxWeightDigits {
+		return nil, valueErr(Numeric, format, "value overflows numeric format")
+	}
 	if d.exp > 0 { // an exponent leaves no fractional digits: the value is an integer
 		for range d.exp {
 			d.digits = append(d.digits, '0')
