@@ -7,8 +7,10 @@
 // by Key.Destroy, so keeping it would crash (or read wiped bytes) after a cache expiry; and a fresh AES
 // key schedule per row would leave one heap copy of the key per value encrypted, the very thing
 // memsafe.AEAD exists to prevent. This implementation expands both AES keys exactly once and keeps no
-// reference to the caller's key bytes. It is checked against the RFC 5297 vectors, against tink-go
-// (differentially, on random inputs) and against pyca/cryptography's AESSIV in the envelope tests.
+// reference to the caller's key bytes; the two expanded schedules and the CMAC subkeys derived from the
+// MAC key stay in the Go heap for the SIV's lifetime, the same exposure as any crypto/aes cipher (see
+// memsafe.AEAD). It is checked against the RFC 5297 vectors, against tink-go (differentially, on
+// random inputs) and against vectors made by pyca/cryptography's AESSIV (testdata/).
 //
 // Guarantees: deterministic authenticated encryption (the output is a function of key, associated data
 // and plaintext only); Open returns an error and no plaintext unless the 128-bit synthetic IV verifies,
