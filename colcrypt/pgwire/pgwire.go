@@ -97,6 +97,22 @@ func (r *Reader) Reset(src io.Reader) error {
 	return nil
 }
 
+// Peek returns the next n bytes without consuming them; valid until the next read.
+func (r *Reader) Peek(n int) ([]byte, error) {
+	if err := r.need(n); err != nil {
+		return nil, err
+	}
+	return r.buf[r.start : r.start+n], nil
+}
+
+// TakeBuffered returns a copy of the bytes buffered and not yet returned, and forgets them: the
+// caller hands them to another reader (a TLS server reading a handshake the client sent first).
+func (r *Reader) TakeBuffered() []byte {
+	b := append([]byte(nil), r.buf[r.start:r.end]...)
+	r.start, r.end = 0, 0
+	return b
+}
+
 // Buffered returns the number of bytes buffered and not yet returned.
 func (r *Reader) Buffered() int { return r.end - r.start }
 

@@ -57,6 +57,8 @@ max_client_conn = 200
 default_pool_size = 50
 logfile = %s/pgbouncer.log
 pidfile = %s/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
 `, pg.Database, pg.Host, pg.Port, pg.Database, port, dir, dir, dir)
 	files := map[string]string{
 		"pgbouncer.ini": ini,
@@ -73,7 +75,6 @@ pidfile = %s/pgbouncer.pid
 	}
 	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
 	testenv.AsUser(cmd, uid, gid)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -265,6 +265,8 @@ func TestTLS(t *testing.T) {
 			if ssl != (upstream != proxy.TLSDisable) {
 				t.Fatalf("upstream ssl = %v with tls %s", ssl, upstream)
 			}
+			// PostgreSQL 17's direct TLS (no SSLRequest, ALPN "postgresql").
+			connect(t, e.DSN(pg, pg.User, pg.Password, "sslmode", "verify-full", "sslrootcert", ca.CertFile, "channel_binding", "disable", "sslnegotiation", "direct"))
 			// md5 is unaffected by channel binding.
 			connect(t, e.DSN(pg, md5User, md5Password, "sslmode", "verify-full", "sslrootcert", ca.CertFile))
 			// Plain connections are refused with require_client_tls.

@@ -183,6 +183,19 @@ func (ss *session) reportStartupError(err error) {
 // first ReadyForQuery.
 func (ss *session) startup(ctx context.Context, nconns int64) error {
 	s := ss.srv
+	if s.cfg.TLS != nil {
+		// PostgreSQL 17 clients with sslnegotiation=direct start the TLS handshake at once, without an
+		// SSLRequest. A handshake record starts with 0x16; a startup packet with a length byte 0.
+		b, err := ss.cr.Peek(1)
+		if err != nil {
+			return err
+		}
+		if b[0] == 0x16 {
+			if err := ss.directTLS(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	var pkt []byte
 	for {
 		var err error
@@ -511,4 +524,41 @@ func addrString(a net.Addr) string {
 		return "unix"
 	}
 	return a.String()
+}
+
+// directTLS runs a TLS handshake the client began without SSLRequest. As PostgreSQL does, it demands
+// the ALPN protocol "postgresql", which proves the client meant to speak PostgreSQL inside TLS.
+func (ss *session) directTLS(ctx context.Context) error {
+	cfg := ss.srv.cfg.TLS.Clone()
+	cfg.NextProtos = []string{"postgresql"}
+	tc := tls.Server(&prefixConn{Conn: ss.client, pre: ss.cr.TakeBuffered()}, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		ss.srv.metrics.errors.WithLabelValues("client_tls").Inc()
+		return &fatal{msg: "client tls handshake (direct)", err: err}
+	}
+	if tc.ConnectionState().NegotiatedProtocol != "postgresql" {
+		return &fatal{msg: "direct TLS connection without ALPN protocol postgresql"}
+	}
+	if err := ss.cr.Reset(tc); err != nil {
+		return &fatal{msg: "client tls", err: err}
+	}
+	ss.client = tc
+	ss.cw.Reset(tc)
+	ss.clientTLS = true
+	return nil
+}
+
+// prefixConn replays bytes already read from a connection before reading from it again.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
