@@ -65,6 +65,7 @@ type Request struct {
 // Client talks to one agent socket.
 type Client struct {
 	path    string
+	dial    func(ctx context.Context) (net.Conn, error) // nil: unix socket at path
 	timeout time.Duration
 
 	mu   sync.Mutex
@@ -73,6 +74,15 @@ type Client struct {
 
 // New returns a client of the agent at socket path. It does not connect until the first call.
 func New(path string) *Client { return &Client{path: path, timeout: 10 * time.Second} }
+
+// NewWithDialer returns a client that reaches the agent through dial instead of a unix socket: a
+// virtio-serial port in a guest, for instance, carried by the hypervisor to the host agent's socket.
+// name says where the agent is in error messages. Each connection dial returns carries one
+// framed stream; a byte stream that cannot be opened twice at once (a character device) works as long
+// as the client is used by one goroutine at a time.
+func NewWithDialer(name string, dial func(ctx context.Context) (net.Conn, error)) *Client {
+	return &Client{path: name, dial: dial, timeout: 10 * time.Second}
+}
 
 // GetKey asks for the decryption key of scope at version (0: newest) acting for actingFor.
 func (c *Client) GetKey(ctx context.Context, scope string, version uint32, actingFor string) (*memsafe.Key, uint32, error) {
@@ -203,6 +213,13 @@ func (c *Client) conn(ctx context.Context) (*wire.Conn, bool, error) {
 		return k, true, nil
 	}
 	c.mu.Unlock()
+	if c.dial != nil {
+		nc, err := c.dial(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		return wire.NewConn(nc, wire.Options{}), false, nil
+	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
