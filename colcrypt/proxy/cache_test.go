@@ -55,7 +55,7 @@ func TestStatementCache(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 1000; i++ {
 				k := fmt.Sprint(i % 50)
-				c.GetOrCompute(k, compute)
+				c.GetOrCompute(k, func(s string) (int, error) { return len(s), nil })
 			}
 		}()
 	}

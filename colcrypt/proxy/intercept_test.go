@@ -67,7 +67,7 @@ func (h *testHooks) Frontend(m *proxy.FrontendMessage) proxy.Verdict {
 			return proxy.Refuse(forbidden)
 		}
 	case *pgproto3.Bind:
-		if m.Statement == nil {
+		if m.Statement == nil && msg.PreparedStatement != "bad" { // "bad" was refused on purpose
 			h.ti.problem("Bind to unknown statement %q", msg.PreparedStatement)
 		}
 		for _, p := range msg.Parameters {
@@ -112,6 +112,12 @@ func (h *testHooks) Backend(m *proxy.BackendMessage) proxy.Verdict {
 	h.ti.mu.Lock()
 	h.ti.rows++
 	h.ti.mu.Unlock()
+	for _, v := range dr.Values {
+		if bytes.Contains(v, []byte("tampered")) {
+			// what the column layer does with a value that fails to decrypt
+			return proxy.Refuse(&pgproto3.ErrorResponse{Code: "XX001", Message: "colcrypt test: value fails authentication"})
+		}
+	}
 	changed := false
 	for i, f := range r.Fields.Fields {
 		if string(f.Name) == "secret" && dr.Values[i] != nil {
@@ -162,6 +168,16 @@ func TestInterceptor(t *testing.T) {
 				}
 				if err := c.QueryRow(ctx, "SELECT 'x'::text AS secret").Scan(&s); err != nil || s != "X" {
 					t.Fatalf("after refusal: %q %v", s, err)
+				}
+				// A server message refused mid-result: the query fails, the session goes on.
+				rows, _ := c.Query(ctx, "SELECT v FROM (VALUES ('ok'), ('tampered'), ('ok2')) AS t(v)")
+				for rows.Next() {
+				}
+				if errCode(rows.Err()) != "XX001" {
+					t.Fatalf("refused DataRow: %v", rows.Err())
+				}
+				if err := c.QueryRow(ctx, "SELECT 'y'::text AS secret").Scan(&s); err != nil || s != "Y" {
+					t.Fatalf("after a refused DataRow: %q %v", s, err)
 				}
 			}
 			// Same results as PostgreSQL for a pipeline with an error in the middle.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/keyward/keyward/testenv"
@@ -236,6 +238,28 @@ func TestCancel(t *testing.T) {
 	}
 	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
 		t.Fatalf("session unusable after cancel: %v", err)
+	}
+	// A cancel with a made-up key (here: the real backend's pid, which the client never sees) does
+	// nothing.
+	var realPID uint32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&realPID); err != nil {
+		t.Fatal(err)
+	}
+	if realPID == c.PgConn().PID() {
+		t.Fatalf("client was given the real backend pid %d", realPID)
+	}
+	other := connect(t, e.DSN(pg, pg.User, pg.Password))
+	time.AfterFunc(200*time.Millisecond, func() {
+		raw, err := net.Dial("tcp", e.Addr)
+		if err != nil {
+			return
+		}
+		defer raw.Close()
+		b, _ := (&pgproto3.CancelRequest{ProcessID: other.PgConn().PID(), SecretKey: []byte{1, 2, 3, 4}}).Encode(nil)
+		raw.Write(b)
+	})
+	if _, err := other.Exec(ctx, "SELECT pg_sleep(0.6)"); err != nil {
+		t.Fatalf("a cancel with a wrong secret cancelled the query: %v", err)
 	}
 }
 

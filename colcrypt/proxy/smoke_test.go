@@ -3,11 +3,22 @@ package proxy_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/keyward/keyward/colcrypt/proxy"
+	"github.com/keyward/keyward/testenv"
 )
 
 func TestPsqlScript(t *testing.T) {
 	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
+	t.Run("raw", func(t *testing.T) { psqlScript(t, pg, startProxy(t, pg, nil)) })
+	t.Run("hooks", func(t *testing.T) {
+		ti := &testInterceptor{t: t}
+		psqlScript(t, pg, startProxy(t, pg, func(c *proxy.Config) { c.Interceptor = ti }))
+		ti.check(t)
+	})
+}
+
+func psqlScript(t *testing.T, pg *testenv.PG, e *proxyEnv) {
 	script := `
 CREATE TABLE psql_t (id int primary key, name text, at timestamptz default '2024-01-02 03:04:05+00');
 INSERT INTO psql_t (id, name) VALUES (1, 'one'), (2, 'two'), (3, NULL);

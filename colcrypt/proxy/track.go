@@ -263,8 +263,8 @@ func (t *tracker) frontend(msg pgwire.Message) error {
 		delete(t.stmts, "")
 		delete(t.portals, "")
 	case 'E':
-		// The hooks need a row description to read DataRows. If the client asked for none (libpq's
-		// PQexecPrepared does not), ask PostgreSQL ourselves and keep the answer from the client.
+		// The hooks need a row description to read DataRows. If the client described neither the
+		// portal nor its statement, ask PostgreSQL ourselves and keep the answer from the client.
 		if po := req.Portal; po != nil && !po.described && (po.Statement == nil || !po.Statement.described) {
 			po.described = true
 			t.push(&Request{Kind: 'D', DescribeKind: 'P', Portal: po, Statement: po.Statement, internal: true})
