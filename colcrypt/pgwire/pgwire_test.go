@@ -7,7 +7,6 @@ import (
 	"os"
 	"testing"
 	"testing/iotest"
-	"time"
 )
 
 func msg(typ byte, body string) []byte { return Append(nil, typ, []byte(body)) }
@@ -184,4 +183,3 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
-var _ = time.Second

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -516,7 +515,6 @@ func newSecret(n int) ([]byte, error) {
 	return b, err
 }
 
-var _ = os.Getpid
 
 // addrString formats a peer address; unix-socket peers are usually unnamed.
 func addrString(a net.Addr) string {

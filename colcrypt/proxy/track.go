@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/binary"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -529,4 +528,3 @@ func (t *tracker) commandTag(body []byte) {
 	}
 }
 
-var _ = binary.BigEndian
