@@ -131,6 +131,7 @@ func TestOracleOpenKeyslot(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			im := newImage(t, 20<<20, "correct horse", tc.opts...)
 			want := im.volumeKey("correct horse")
 			v, _ := im.open(t)
@@ -192,6 +193,7 @@ func TestOracleKnownPlaintext(t *testing.T) {
 	} {
 		ss := tc.ss
 		t.Run(strconv.Itoa(ss)+strings.Join(tc.cipher, ""), func(t *testing.T) {
+			t.Parallel()
 			cs := testenv.Require(t, "cryptsetup")
 			dir := t.TempDir()
 			im := &image{t: t, cs: cs, path: filepath.Join(dir, "re.img"), dir: dir}

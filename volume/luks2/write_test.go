@@ -55,6 +55,7 @@ func TestOracleAddKeyslotAndToken(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			im := writeImage(t)
 			want := im.volumeKey("old pass")
 			v, f := im.open(t)
@@ -173,7 +174,7 @@ func TestInterruptedWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer vk.Destroy()
+	t.Cleanup(vk.Destroy) // not defer: the parallel subtests run after this function returns
 	// A second keyslot to remove later, added cleanly.
 	if _, err := v.AddKeyslot(f, vk, []byte("second"), KeyslotParams{Slot: -1, KDF: KDF{Type: "pbkdf2", Iterations: 1000}}); err != nil {
 		t.Fatal(err)
@@ -195,7 +196,8 @@ func TestInterruptedWrites(t *testing.T) {
 		area + hdr, area + hdr + 1, area + hdr + 4100, area + 2*hdr - 1}
 	for _, cut := range cuts {
 		t.Run("add-cut-"+strconv.FormatInt(cut, 10), func(t *testing.T) {
-			im := base.copyTo(t, "cut.img")
+			t.Parallel()
+			im := base.copyTo(t, "add-cut-"+strconv.FormatInt(cut, 10)+".img")
 			cv, cf := im.open(t)
 			fw := luks2test.FailAfter(cf, cut)
 			_, _, err := cv.AddKeywardKeyslot(fw, vk, []byte("new"), KeyslotParams{Slot: -1, KDF: KDF{Type: "pbkdf2", Iterations: 1000}}, "s:x", 1)
@@ -241,7 +243,8 @@ func TestInterruptedWrites(t *testing.T) {
 
 	for _, cut := range []int64{0, 1, 4096, hdr - 1, hdr, hdr + 1, 2*hdr - 1, 2 * hdr, 2*hdr + 1000} {
 		t.Run("remove-cut-"+strconv.FormatInt(cut, 10), func(t *testing.T) {
-			im := base.copyTo(t, "cut.img")
+			t.Parallel()
+			im := base.copyTo(t, "remove-cut-"+strconv.FormatInt(cut, 10)+".img")
 			cv, cf := im.open(t)
 			err := cv.RemoveKeyslot(luks2test.FailAfter(cf, cut), 1)
 			if !errors.Is(err, luks2test.ErrInjected) {
