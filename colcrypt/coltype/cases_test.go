@@ -144,6 +144,8 @@ var textCases = []textCase{
 	{t: Date, in: "01/02/2024", err: true, unsupported: true},
 	{t: Date, in: "0000-01-01", err: true},
 	{t: Date, in: "2024-01-02x", err: true, unsupported: true},
+	{t: Date, in: "2024-12-31-05", err: true},
+	{t: Date, in: "2024-12-31+05", want: "2024-12-31"},
 	{t: Date, in: "2024-01-02 03:04:05 Mars/Olympus", err: true},
 
 	{t: Timestamp, in: "2024-01-02 03:04:05", want: "2024-01-02 03:04:05"},
@@ -167,6 +169,13 @@ var textCases = []textCase{
 	{t: Timestamp, in: "2024-01-02 03:60:00", err: true},
 	{t: Timestamp, in: "2024-01-02 03:04:05 nowhere", err: true, unsupported: true},
 	{t: Timestamp, in: "now", err: true, unsupported: true},
+	{t: Timestamp, in: "2024-01-01 23:04:60.1", want: "2024-01-01 23:05:00.1"},
+	{t: Timestamp, in: "2024-01-01 23:59:60", want: "2024-01-02 00:00:00"},
+	{t: Timestamp, in: "2024-01-01 23:59:60.5", err: true},
+	{t: Timestamp, in: "2024-01-01 24:00:00.5", err: true},
+	{t: Timestamp, in: "2024-12-29 23:59:59.", want: "2024-12-29 23:59:59"},
+	{t: Timestamp, in: "2024-01-01 12:5", want: "2024-01-01 12:05:00"},
+	{t: Timestamp, in: "2024-01-01 12:00:00ZBC", err: true, unsupported: true},
 
 	{t: Timestamptz, in: "2024-01-02 03:04:05+00", want: "2024-01-02 03:04:05+00"},
 	{t: Timestamptz, in: "2024-01-02 03:04:05Z", want: "2024-01-02 03:04:05+00"},
@@ -186,6 +195,7 @@ var textCases = []textCase{
 	{t: Timestamptz, in: "2100-07-01 12:00:00", want: "2100-07-01 12:00:00+02", tz: "Europe/Paris"},
 	{t: Timestamptz, in: "0044-03-15 12:00:00+00 BC", want: "0044-03-15 12:00:00+00 BC"},
 	{t: Timestamptz, in: "infinity", want: "infinity"},
+	{t: Timestamptz, in: "2024-01-01 12:00:00+05BC", want: "2024-01-01 07:00:00+00 BC"},
 	{t: Timestamptz, in: "2024-01-02 +01", want: "2024-01-01 23:00:00+00"},
 	{t: Timestamptz, in: "2024-01-02T03:04:05.123+01:00", want: "2024-01-02 03:04:05.123+01", tz: "Europe/Paris"}, // node-postgres
 	{t: Timestamptz, in: "2024-01-02 03:04:05.123456+01:00:00", want: "2024-01-02 02:04:05.123456+00"},

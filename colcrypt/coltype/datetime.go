@@ -140,26 +140,23 @@ func parseDateTime(t Type, format int16, s []byte) (wallTime, *ValueError) {
 	save := p.i
 	if p.eat('t') || p.spaces() {
 		if h, ok := p.digits(1, 2); ok && p.eat(':') {
-			m, ok := p.digits(2, 2)
+			m, ok := p.digits(1, 2)
 			if !ok {
 				return wallTime{}, p.fail(t, format)
 			}
 			hour, minute, w.hasTime = h, m, true
 			if p.eat(':') {
-				if sec, ok = p.digits(2, 2); !ok {
+				if sec, ok = p.digits(1, 2); !ok {
 					return wallTime{}, p.fail(t, format)
 				}
-				if p.eat('.') {
+				if p.eat('.') { // "05." is accepted as ".0", as PostgreSQL does
 					start := p.i
 					for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
 						p.i++
 					}
-					if p.i == start {
-						return wallTime{}, p.fail(t, format)
-					}
 					// PostgreSQL reads the fraction as a double and rounds to the microsecond with
 					// rint (half to even); doing the same gives the same value for >6 digits.
-					f, _ := strconv.ParseFloat("0."+p.s[start:p.i], 64)
+					f, _ := strconv.ParseFloat("0."+p.s[start:p.i]+"0", 64)
 					us = int(math.RoundToEven(f * 1e6))
 				}
 			}
@@ -168,12 +165,14 @@ func parseDateTime(t Type, format int16, s []byte) (wallTime, *ValueError) {
 		}
 	}
 	// Zone.
+	afterDate := !w.hasTime && p.i == save
 	p.spaces()
 	if p.i < len(p.s) {
 		switch c := p.s[p.i]; {
-		case c == 'z':
-			p.i++
-			w.zone, w.offset = 1, 0
+		case c == '-' && afterDate && p.i == save:
+			// "2024-01-02-05" is one malformed date field for PostgreSQL ('-' continues the date),
+			// not a date and an offset; "2024-01-02+05" is a date and an offset.
+			return wallTime{}, p.fail(t, format)
 		case c == '+' || c == '-':
 			p.i++
 			off, ok := p.offset()
@@ -224,10 +223,16 @@ func parseDateTime(t Type, format int16, s []byte) (wallTime, *ValueError) {
 	if month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) {
 		return wallTime{}, valueErr(t, format, "date/time field value out of range")
 	}
-	if minute > 59 || sec > 60 || hour > 24 || (hour == 24 && (minute != 0 || sec != 0 || us != 0)) {
+	// As PostgreSQL: a leap second (:60) is accepted and rolls over, and the time of day may reach
+	// 24:00:00 but not pass it.
+	if minute > 59 || sec > 60 || ((int64(hour)*60+int64(minute))*60+int64(sec))*usPerSec+int64(us) > usPerDay {
 		return wallTime{}, valueErr(t, format, "date/time field value out of range")
 	}
 	w.days = int64(date2j(year, month, day) - postgresEpochJDate)
+	if w.days < -postgresEpochJDate-1 || w.days > dateEndJulian-postgresEpochJDate {
+		// Far outside every type's range; also keeps days*usPerDay from overflowing.
+		return wallTime{}, valueErr(t, format, "date/time value out of range")
+	}
 	w.us = ((int64(hour)*60+int64(minute))*60+int64(sec))*usPerSec + int64(us)
 	return w, nil
 }
@@ -301,7 +306,7 @@ var zoneCache sync.Map // name -> *time.Location
 // abbreviation table, which does not agree with the tz database files of the same names.
 func zoneByName(name string) (*time.Location, error) {
 	switch strings.ToUpper(name) {
-	case "UTC", "GMT", "UT", "ZULU", "ETC/UTC", "ETC/GMT":
+	case "Z", "UTC", "GMT", "UT", "ZULU", "ETC/UTC", "ETC/GMT":
 		return time.UTC, nil
 	}
 	if !strings.Contains(name, "/") {
@@ -405,6 +410,9 @@ func canonicalTimestamp(dst []byte, t Type, format int16, src []byte, s *Session
 		return appendInt64(dst, tsPosInfinity), nil
 	case -1:
 		return appendInt64(dst, tsNegInfinity), nil
+	}
+	if w.days < -postgresEpochJDate-1 || w.days > timestampEndJulian-postgresEpochJDate {
+		return dst, valueErr(t, format, "timestamp out of range")
 	}
 	v := w.wallUS()
 	if t == Timestamptz {

@@ -69,6 +69,7 @@ func TestAgainstPostgres(t *testing.T) {
 	t.Run("literals", func(t *testing.T) { literalsAgainstPostgres(t, queryOIDs) })
 	t.Run("time zones", func(t *testing.T) { timeZonesAgainstPostgres(t, query) })
 	t.Run("random", func(t *testing.T) { randomAgainstPostgres(t, query) })
+	t.Run("random date/time strings", func(t *testing.T) { dateTimesAgainstPostgres(t, query, 1, 400) })
 	for _, c := range textCases {
 		if c.unsupported {
 			continue
