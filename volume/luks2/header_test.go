@@ -431,3 +431,40 @@ func TestMapping(t *testing.T) {
 		t.Fatalf("options %v", m.Options)
 	}
 }
+
+func TestFindKeywardToken(t *testing.T) {
+	img := readTestdata(t, "sector4096-token.hdr")
+	img = reseal(t, img, []int{0, 1}, editJSON(t, img, func(m map[string]any) {
+		tk := obj(m, "tokens")
+		tk["3"] = map[string]any{"type": "keyward", "keyslots": []any{"0"}, "scope": "boot:volume/kat", "version": 4}
+		tk["5"] = map[string]any{"type": "keyward", "keyslots": []any{"0"}, "scope": "boot:volume/other", "version": 9}
+		tk["6"] = map[string]any{"type": "systemd-tpm2", "keyslots": []any{"0"}}
+	}), nil)
+	v, err := Open(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		scope   string
+		wantID  int
+		wantErr error
+	}{
+		{"boot:volume/kat", 3, nil},
+		{"boot:volume/other", 5, nil},
+		{"", 5, nil},
+		{"boot:volume/none", 0, ErrNoToken},
+	}
+	for _, tc := range tests {
+		id, tok, err := v.FindKeywardToken(tc.scope)
+		if !errors.Is(err, tc.wantErr) || err == nil && (id != tc.wantID || tok.Keyslots[0] != 0) {
+			t.Errorf("scope %q: id %d tok %+v err %v", tc.scope, id, tok, err)
+		}
+	}
+	bad := reseal(t, img, []int{0, 1}, editJSON(t, img, func(m map[string]any) {
+		obj(m, "tokens")["7"] = map[string]any{"type": "keyward", "keyslots": []any{"0"}, "version": "x"}
+	}), nil)
+	v, _ = Open(bytes.NewReader(bad))
+	if _, _, err := v.FindKeywardToken(""); err == nil {
+		t.Error("a malformed keyward token went unnoticed")
+	}
+}

@@ -89,6 +89,30 @@ func (v *Volume) KeywardTokens() (map[int]KeywardToken, error) {
 	return out, nil
 }
 
+// FindKeywardToken returns the keyward token for scope with the highest version (the newest
+// enrollment, which is the one `volumectl rotate` leaves behind), or ErrNoToken. An empty scope
+// matches any keyward token.
+func (v *Volume) FindKeywardToken(scope string) (int, KeywardToken, error) {
+	toks, err := v.KeywardTokens()
+	if err != nil {
+		return 0, KeywardToken{}, err
+	}
+	best := -1
+	for _, id := range sortedKeys(toks) {
+		t := toks[id]
+		if scope != "" && t.Scope != scope || len(t.Keyslots) == 0 {
+			continue
+		}
+		if best < 0 || t.Version > toks[best].Version {
+			best = id
+		}
+	}
+	if best < 0 {
+		return 0, KeywardToken{}, fmt.Errorf("%w: no keyward token for scope %q", ErrNoToken, scope)
+	}
+	return best, toks[best], nil
+}
+
 // AddKeyslot adds a keyslot for volumeKey (checked against the volume's digest first) that opens with
 // passphrase, and returns its id. See the write order above.
 func (v *Volume) AddKeyslot(w io.WriterAt, volumeKey *memsafe.Key, passphrase []byte, p KeyslotParams) (int, error) {

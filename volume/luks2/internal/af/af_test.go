@@ -81,3 +81,11 @@ func TestSizeErrors(t *testing.T) {
 		t.Fatal("wrong dst accepted")
 	}
 }
+
+func BenchmarkMerge64x4000(b *testing.B) {
+	mat := make([]byte, 64*4000)
+	key := make([]byte, 64)
+	for b.Loop() {
+		Merge(key, mat, 4000, sha256.New)
+	}
+}

@@ -66,3 +66,17 @@ func TestRejects(t *testing.T) {
 		t.Fatal("empty output accepted")
 	}
 }
+
+// The speed claim: this []byte PBKDF2 costs the same as crypto/pbkdf2 (compare the two lines).
+func BenchmarkOurs1000(b *testing.B) {
+	dst := make([]byte, 64)
+	for b.Loop() {
+		Key(dst, []byte("passphrase"), []byte("0123456789abcdef0123456789abcdef"), 1000, sha256.New)
+	}
+}
+
+func BenchmarkStdlib1000(b *testing.B) {
+	for b.Loop() {
+		stdpbkdf2.Key(sha256.New, "passphrase", []byte("0123456789abcdef0123456789abcdef"), 1000, 64)
+	}
+}
