@@ -121,7 +121,7 @@ func (c *Control) Status(name string) (Info, error) {
 	}
 	maj, min := splitDev(h.Dev)
 	return Info{Name: h.Name, UUID: h.UUID, Major: maj, Minor: min, OpenCount: h.OpenCount,
-		Suspended: h.Flags&flagSuspend != 0, ReadOnly: h.Flags&FlagReadOnly != 0, TargetCount: h.TargetCount}, nil
+		Suspended: h.Flags&flagSuspend != 0, ReadOnly: h.Flags&flagReadOnly != 0, TargetCount: h.TargetCount}, nil
 }
 
 // CryptTarget is one dm-crypt mapping: `<cipher> <key> <iv_offset> <device> <offset> [<#opts> <opts>]`.
@@ -211,7 +211,7 @@ func (c *Control) ActivateCrypt(name, uuid string, t CryptTarget) (string, error
 	}
 	flags := uint32(flagSecureData)
 	if t.ReadOnly {
-		flags |= FlagReadOnly
+		flags |= flagReadOnly
 	}
 	_, err = c.call(cmdTableLoad, header{Name: name, TargetCount: 1, Flags: flags}, buf)
 	clear(buf)

@@ -83,7 +83,7 @@ const (
 
 // Flags.
 const (
-	FlagReadOnly   = 1 << 0
+	flagReadOnly   = 1 << 0
 	flagSuspend    = 1 << 1
 	flagSecureData = 1 << 15
 )

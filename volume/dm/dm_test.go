@@ -32,7 +32,7 @@ func TestABIConstants(t *testing.T) {
 		{"sizeof dm_target_spec", sizeofTargetSpec, unix.SizeofDmTargetSpec},
 		{"DM_SECURE_DATA_FLAG", flagSecureData, unix.DM_SECURE_DATA_FLAG},
 		{"DM_SUSPEND_FLAG", flagSuspend, unix.DM_SUSPEND_FLAG},
-		{"DM_READONLY_FLAG", FlagReadOnly, unix.DM_READONLY_FLAG},
+		{"DM_READONLY_FLAG", flagReadOnly, unix.DM_READONLY_FLAG},
 		{"DM_NAME_LEN", nameLen, unix.DM_NAME_LEN},
 		{"DM_UUID_LEN", uuidLen, unix.DM_UUID_LEN},
 		{"DM_MAX_TYPE_NAME", maxTypeName, unix.DM_MAX_TYPE_NAME},
@@ -53,7 +53,7 @@ func asKernel(b []byte) *unix.DmIoctl { return (*unix.DmIoctl)(unsafe.Pointer(&b
 
 func TestHeaderEncoding(t *testing.T) {
 	buf := make([]byte, sizeofIoctl)
-	h := header{Version: [3]uint32{4, 0, 0}, DataSize: 312, DataStart: 312, TargetCount: 1, Flags: flagSecureData | FlagReadOnly,
+	h := header{Version: [3]uint32{4, 0, 0}, DataSize: 312, DataStart: 312, TargetCount: 1, Flags: flagSecureData | flagReadOnly,
 		EventNr: 9, Dev: 0xfd00003, Name: "cryptroot", UUID: "CRYPT-LUKS2-abc-cryptroot", OpenCount: -1}
 	if err := encodeHeader(buf, h); err != nil {
 		t.Fatal(err)

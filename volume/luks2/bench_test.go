@@ -25,7 +25,7 @@ func TestBenchUnlock(t *testing.T) {
 		t.Skip("set KEYWARD_BENCH=1 (make bench)")
 	}
 	quick := os.Getenv("KEYWARD_BENCH_QUICK") == "1"
-	runs := 15
+	runs := 9
 	argonMem, argonTime := 262144, 4
 	if quick {
 		runs, argonMem, argonTime = 5, 65536, 4
