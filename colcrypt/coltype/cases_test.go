@@ -65,6 +65,7 @@ var textCases = []textCase{
 	{t: Numeric, in: "nan", want: "NaN"},
 	{t: Numeric, in: "Infinity", want: "Infinity", normalized: true}, // PostgreSQL sends dscale 32 for infinities
 	{t: Numeric, in: "-inf", want: "-Infinity", normalized: true},
+	{t: Numeric, in: "+0030E 1 ", want: "300"}, // strtol skips white space before the exponent
 	{t: Numeric, in: "abc", err: true},
 	{t: Numeric, in: "1e", err: true},
 	{t: Numeric, in: ".", err: true},
@@ -98,6 +99,7 @@ var textCases = []textCase{
 	{t: Float8, in: "infinity", want: "Infinity"},
 	{t: Float8, in: "-Infinity", want: "-Infinity"},
 	{t: Float8, in: "-inf", want: "-Infinity"},
+	{t: Float8, in: "-nan", want: "NaN"},
 	{t: Float8, in: "one", err: true},
 	{t: Float8, in: "", err: true},
 

@@ -148,6 +148,9 @@ func parseDecimal(s []byte) (decimal, string) {
 	exp := 0
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
 		i++
+		for i < len(s) && isSpace(s[i]) { // PostgreSQL 15 reads the exponent with strtol, which skips white space
+			i++
+		}
 		eneg := false
 		if i < len(s) && (s[i] == '+' || s[i] == '-') {
 			eneg = s[i] == '-'

@@ -70,6 +70,7 @@ func TestAgainstPostgres(t *testing.T) {
 	t.Run("time zones", func(t *testing.T) { timeZonesAgainstPostgres(t, query) })
 	t.Run("random", func(t *testing.T) { randomAgainstPostgres(t, query) })
 	t.Run("random date/time strings", func(t *testing.T) { dateTimesAgainstPostgres(t, query, 1, 400) })
+	t.Run("random scalar strings", func(t *testing.T) { scalarsAgainstPostgres(t, query, 1, 800) })
 	for _, c := range textCases {
 		if c.unsupported {
 			continue

@@ -142,6 +142,9 @@ func parseFloat8Text(s []byte) (float64, *ValueError) {
 	if len(s) == 0 || bytes.IndexByte(s, '_') >= 0 {
 		return 0, valueErr(Float8, TextFormat, "invalid syntax")
 	}
+	if equalFold(s, "-nan") || equalFold(s, "+nan") { // strtod takes a signed NaN; Go does not
+		return math.NaN(), nil
+	}
 	f, err := strconv.ParseFloat(string(s), 64)
 	if err != nil {
 		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
