@@ -468,3 +468,28 @@ func TestFindKeywardToken(t *testing.T) {
 		t.Error("a malformed keyward token went unnoticed")
 	}
 }
+
+func TestRewriteRepairs(t *testing.T) {
+	good := readTestdata(t, "pbkdf2-sha256.luks2")
+	for _, off := range []int{5000, 16384 + 5000} {
+		dev := &memDev{b: bytes.Clone(good)}
+		dev.b[off] ^= 1
+		v, err := Open(dev)
+		if err != nil || v.Report().Healthy() {
+			t.Fatalf("damage at %d not reported: %v", off, err)
+		}
+		seq := v.Header().SeqID
+		if err := v.Rewrite(dev); err != nil {
+			t.Fatal(err)
+		}
+		v, err = Open(dev)
+		if err != nil || !v.Report().Healthy() || v.Header().SeqID != seq+1 {
+			t.Fatalf("after Rewrite: %+v %v", v.Report(), err)
+		}
+		k, err := v.OpenKeyslot([]byte("kat passphrase"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Destroy()
+	}
+}

@@ -410,6 +410,16 @@ func (v *Volume) RemoveToken(w io.WriterAt, id int) error {
 	return v.commit(w, e)
 }
 
+// Rewrite writes the metadata in use to both copies with seqid+1: the explicit repair of a damaged,
+// stale or diverging copy that Open reports but never performs on its own.
+func (v *Volume) Rewrite(w io.WriterAt) error {
+	e, err := v.edit()
+	if err != nil {
+		return err
+	}
+	return v.commit(w, e)
+}
+
 // Backup copies the whole header area (both copies and the keyslots area, HeaderAreaSize bytes) to
 // dst, as `cryptsetup luksHeaderBackup` does; `cryptsetup luksHeaderRestore` accepts the result.
 func (v *Volume) Backup(dst io.Writer) (int64, error) {
