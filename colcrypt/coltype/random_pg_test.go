@@ -79,7 +79,7 @@ func randomAgainstPostgres(t *testing.T, query func(tz, sql string, format int16
 	t.Run("jsonb", func(t *testing.T) {
 		valid := 0
 		defer func() {
-			if valid < 250 {
+			if valid < 200 {
 				t.Errorf("only %d of 300 random documents were valid", valid)
 			}
 		}()
@@ -87,6 +87,11 @@ func randomAgainstPostgres(t *testing.T, query func(tz, sql string, format int16
 			var b strings.Builder
 			randomJSON(r, &b, 0)
 			in := b.String()
+			if r.IntN(4) == 0 && len(in) > 0 { // break it somewhere: PostgreSQL must agree it is broken
+				at := r.IntN(len(in))
+				ins := []string{"", ",", "\\", "\"", "}", "]", "\x00", "\x01", "01", "-", ".", "e", "\\u", "\\ud800", "\xff", "tru", "NaN"}[r.IntN(17)]
+				in = in[:at] + ins + in[at+r.IntN(2):]
+			}
 			canon, err := Canonical(JSONB, TextFormat, []byte(in), nil)
 			pg, pgErr := query("", "SELECT $1::jsonb", TextFormat, in)
 			if (err == nil) != (pgErr == nil) {
@@ -97,6 +102,11 @@ func randomAgainstPostgres(t *testing.T, query func(tz, sql string, format int16
 			}
 			valid++
 			if string(canon[1:]) != string(pg) {
+				// A mutation can make a number with trailing fractional zeros, which we normalize
+				// (1.50 -> 1.5) and PostgreSQL prints as written: the values must still be equal.
+				if again, err := Canonical(JSONB, TextFormat, pg, nil); err == nil && bytes.Equal(again, canon) {
+					continue
+				}
 				t.Errorf("%s: ours %s, PostgreSQL %s", in, canon[1:], pg)
 			}
 		}
