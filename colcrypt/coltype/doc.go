@@ -42,8 +42,9 @@
 // database disagree on them), and relative values ("now", "today"), which would freeze the proxy's
 // clock into the stored value. Timestamptz input without an offset is read in the session's TimeZone
 // with PostgreSQL's rules for skipped and repeated local times. The tests hold this to PostgreSQL
-// itself: tables of cases, and tens of thousands of random and mutated inputs per type, must be
-// accepted or refused exactly as PostgreSQL does and give its value. Inputs that only PostgreSQL 16
+// itself: tables of cases, and hundreds of random and mutated inputs per run (tens of thousands with
+// other seeds while it was written), must be accepted or refused exactly as PostgreSQL does and give
+// its value. Inputs that only PostgreSQL 16
 // and later accept (digit separators "1_000", non-decimal integers "0x1F") are refused.
 //
 // Text output ([Render]) is PostgreSQL's own output for the type with DateStyle ISO (other
