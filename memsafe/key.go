@@ -21,9 +21,10 @@ var ErrDestroyed = errors.New("memsafe: key destroyed")
 // NewRandom, FromReader or FromBytes. A Key is safe for concurrent use; Destroy waits for running Use
 // calls to return so a callback never sees its memory unmapped under it.
 type Key struct {
-	mu  sync.RWMutex
-	buf *memguard.LockedBuffer // nil once destroyed
-	n   int
+	mu   sync.RWMutex
+	buf  *memguard.LockedBuffer // memguard keys; nil once destroyed
+	slot *slot                  // slab keys (SlabFromReader, SlabFromBytes); nil once destroyed
+	n    int
 }
 
 // NewRandom returns a Key of n bytes from the operating system's CSPRNG.
@@ -62,14 +63,17 @@ func FromBytes(src []byte) (*Key, error) {
 	return track(b, n), nil
 }
 
-// Use calls fn with the key bytes. The slice is read-only memory and is valid only during fn: fn must
-// not keep it or anything that aliases it.
+// Use calls fn with the key bytes. The slice is valid only during fn: fn must not keep it or anything
+// that aliases it, nor write to it (the memory is read-only for memguard keys; a slab key's is not).
 func (k *Key) Use(fn func(b []byte) error) error {
 	if k == nil {
 		return ErrDestroyed
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
+	if k.slot != nil {
+		return fn(k.slot.b)
+	}
 	if k.buf == nil || !k.buf.IsAlive() {
 		return ErrDestroyed
 	}
@@ -91,7 +95,7 @@ func (k *Key) Alive() bool {
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.buf != nil && k.buf.IsAlive()
+	return k.slot != nil || (k.buf != nil && k.buf.IsAlive())
 }
 
 // Destroy wipes and frees the key. It is idempotent and safe on a nil Key.
@@ -100,19 +104,32 @@ func (k *Key) Destroy() {
 		return
 	}
 	k.mu.Lock()
-	b := k.buf
-	k.buf = nil
+	b, s := k.buf, k.slot
+	k.buf, k.slot = nil, nil
 	k.mu.Unlock()
+	if s != nil {
+		slab.release(s) // zeroes the slot before anyone else can have it
+		registry.remove(k)
+	}
 	if b != nil {
 		b.Destroy() // zeroes the pages before unmapping them
 		registry.remove(k)
 	}
 }
 
-// Clone returns an independent copy in its own locked memory.
+// Clone returns an independent copy in its own locked memory (a slab slot for a slab key).
 func (k *Key) Clone() (*Key, error) {
 	var c *Key
 	err := k.Use(func(b []byte) error {
+		if k.slot != nil { // read under k.mu, held by Use
+			s, err := slab.alloc(len(b))
+			if err != nil {
+				return err
+			}
+			copy(s.b, b)
+			c = trackSlot(s)
+			return nil
+		}
 		nb := memguard.NewBuffer(len(b))
 		nb.Copy(b)
 		nb.Freeze()
@@ -150,6 +167,12 @@ var (
 func track(b *memguard.LockedBuffer, n int) *Key {
 	b.Freeze() // read-only: a stray write through Use's slice faults instead of corrupting the key
 	k := &Key{buf: b, n: n}
+	registry.add(k)
+	return k
+}
+
+func trackSlot(s *slot) *Key {
+	k := &Key{slot: s, n: len(s.b)}
 	registry.add(k)
 	return k
 }

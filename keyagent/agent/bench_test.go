@@ -271,10 +271,13 @@ func TestBenchAgent(t *testing.T) {
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 8 clients\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\">=0.5\" met=%t\n",
 		hit.rate(), echo.rate(), ratio, ratio >= 0.5)
 	p99 := hit.pct(99)
-	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"<1000us\" met=%t\n",
-		us(p99), us(echo.pct(99)), us(p99)/1000, p99 < time.Millisecond)
-	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p50\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99 under 1 ms\" keyward=%.1f baseline=1000 unit=us ratio=%.2f goal=\"<1\" met=%t\n",
+		us(p99), us(p99)/1000, p99 < time.Millisecond)
+	// The echo's own tail says how much of the agent's is the machine's scheduling noise.
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p50 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
 		us(hit.pct(50)), us(echo.pct(50)))
+	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
+		us(p99), us(echo.pct(99)))
 
 	// Cache misses: a scope never asked before each time, so the agent fetches every key.
 	var miss figures

@@ -1,8 +1,8 @@
 // Package client is how Keyward programs talk to the local key agent: colcrypt and volumectl import
 // it instead of the wire protocol.
 //
-// Keys come back as *memsafe.Key read straight from the socket into locked memory; the caller owns
-// each key it gets and must Destroy it. Errors wrap the sentinels ErrDenied, ErrNotFound,
+// Keys come back as *memsafe.Key read straight from the socket into locked memory (a slot of memsafe's
+// key slab); the caller owns each key it gets and must Destroy it. Errors wrap the sentinels ErrDenied, ErrNotFound,
 // ErrUnavailable and ErrBadRequest (errors.Is), with the agent's reason in the message. A Client is
 // safe for concurrent use: it keeps a small pool of connections and every call honours its context's
 // deadline.
@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -225,7 +226,17 @@ func (c *Client) conn(ctx context.Context) (*wire.Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return wire.NewConn(nc, wire.Options{}), false, nil
+	return wire.NewConn(nc, wire.Options{NewKey: newKey}), false, nil
+}
+
+// newKey reads each received key into a slot of memsafe's key slab: a fresh memguard buffer per
+// response (mmap, mlock and mprotect for each key, and again to free it) costs more than the whole
+// round trip to the agent. memsafe.SlotSize documents what a slab key gives up against a memguard one.
+func newKey(r io.Reader, n int) (*memsafe.Key, error) {
+	if n > memsafe.SlotSize {
+		return memsafe.FromReader(r, n)
+	}
+	return memsafe.SlabFromReader(r, n)
 }
 
 func (c *Client) put(k *wire.Conn) {
