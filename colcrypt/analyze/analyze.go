@@ -225,8 +225,8 @@ func (a *analyzer) statement(n *pg.Node) {
 		}
 	case *pg.Node_ViewStmt:
 		before := a.protRefs
-		a.query(s.ViewStmt.Query, nil)
-		if a.protRefs > before {
+		outs, _ := a.query(s.ViewStmt.Query, nil)
+		if a.protRefs > before || firstProtected(outs) != nil {
 			a.refuseAll("a view over encrypted columns is not supported: writes and searches through the view would bypass the proxy")
 		}
 	case *pg.Node_AlterTableStmt:

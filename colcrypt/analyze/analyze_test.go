@@ -474,6 +474,8 @@ func TestRefusals(t *testing.T) {
 		{name: "select into", sql: "SELECT ssn INTO t2 FROM employees", action: Refuse, refuse: "SELECT INTO would copy its ciphertext"},
 		{name: "create table as", sql: "CREATE TABLE t2 AS SELECT id, salary FROM employees", action: Refuse, refuse: "CREATE TABLE AS"},
 		{name: "create view", sql: "CREATE VIEW v AS SELECT ssn FROM employees", action: Refuse, refuse: "a view over encrypted columns"},
+		{name: "create view star", sql: "CREATE VIEW v AS SELECT * FROM employees", action: Refuse, refuse: "a view over encrypted columns"},
+		{name: "create view plain columns", sql: "CREATE VIEW v AS SELECT id, name FROM employees", action: Pass},
 		{name: "create view with predicate", sql: "CREATE VIEW v AS SELECT id FROM employees WHERE ssn = 'x'", action: Refuse, refuse: "a view over encrypted columns"},
 		{name: "alter type", sql: "ALTER TABLE employees ALTER COLUMN ssn TYPE text", action: Refuse, refuse: "ssn is encrypted (deterministic): ALTER TABLE AlterColumnType on it"},
 		{name: "alter default", sql: "ALTER TABLE employees ALTER COLUMN salary SET DEFAULT 0", action: Refuse, refuse: "ALTER TABLE ColumnDefault"},

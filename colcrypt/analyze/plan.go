@@ -241,18 +241,18 @@ type Copy struct {
 	Table  string // "" for COPY (query) TO
 	Format string // "text" or "csv" ("binary" is refused)
 	// Options as PostgreSQL applies them, defaults filled in.
-	Delimiter    string // "\t" (text) or "," (csv)
-	Null         string // `\N` (text) or "" (csv)
-	Quote        string // csv only: `"`
-	Escape       string // csv only: Quote
-	Header       bool
-	HeaderMatch  bool   // HEADER MATCH
-	Default      string // DEFAULT 'x' (PostgreSQL 16), "" when absent
-	HasDefault   bool
-	Encoding     string // ENCODING 'x', "" when absent
-	ForceNotNull []int  // csv FORCE_NOT_NULL columns, as positions (0-based) in the data
-	ForceNull    []int  // csv FORCE_NULL columns, as positions
-	ForceQuote   []int  // csv FORCE_QUOTE columns (COPY TO), as positions; nil with ForceQuoteAll
+	Delimiter     string // "\t" (text) or "," (csv)
+	Null          string // `\N` (text) or "" (csv)
+	Quote         string // csv only: `"`
+	Escape        string // csv only: Quote
+	Header        bool
+	HeaderMatch   bool   // HEADER MATCH
+	Default       string // DEFAULT 'x' (PostgreSQL 16), "" when absent
+	HasDefault    bool
+	Encoding      string // ENCODING 'x', "" when absent
+	ForceNotNull  []int  // csv FORCE_NOT_NULL columns, as positions (0-based) in the data
+	ForceNull     []int  // csv FORCE_NULL columns, as positions
+	ForceQuote    []int  // csv FORCE_QUOTE columns (COPY TO), as positions; nil with ForceQuoteAll
 	ForceQuoteAll bool
 	// NumColumns is the number of fields per row; Columns lists the protected ones.
 	NumColumns int
@@ -350,7 +350,15 @@ func Render(sql string, edits []Edit, seal func(v *Value) ([][]byte, error)) (st
 				sb.WriteString(ByteaLiteral(env))
 			}
 		}
-		reps = append(reps, Replacement{Start: e.Start, End: e.End, Text: sb.String()})
+		text := sb.String()
+		// Keep tokens apart: "$1WHERE" is valid input ($1 then WHERE) but "$1::byteaWHERE" is not.
+		if text != "" && e.End < len(sql) && identByte(text[len(text)-1]) && identByte(sql[e.End]) {
+			text += " "
+		}
+		if text != "" && e.Start > 0 && identByte(sql[e.Start-1]) && identByte(text[0]) {
+			text = " " + text
+		}
+		reps = append(reps, Replacement{Start: e.Start, End: e.End, Text: text})
 	}
 	sort.SliceStable(reps, func(i, j int) bool { return reps[i].Start < reps[j].Start })
 	for i := 1; i < len(reps); i++ {
@@ -371,4 +379,9 @@ func (p *Plan) Render(sql string, seal func(v *Value) ([][]byte, error)) (string
 
 func refusal(c *Protected, reason string) *Refusal {
 	return &Refusal{Table: c.Schema + "." + c.Table, Column: c.Column, Mode: c.Mode, Reason: reason}
+}
+
+// identByte reports whether c can continue an identifier, keyword, number or parameter token.
+func identByte(c byte) bool {
+	return c == '_' || c == '$' || c >= 0x80 || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
 }

@@ -259,6 +259,9 @@ func (a *analyzer) targets(list []*pg.Node, sc *scope) (outs []outCol, exact boo
 				for _, r := range rels {
 					outs = append(outs, r.columns()...)
 					exact = exact && r.known
+					if r.protected() != nil {
+						a.protRefs++
+					}
 				}
 				continue
 			} else {
