@@ -504,6 +504,50 @@ func (k *Keys) liveVersions(ctx context.Context, identity string, col Column, al
 	return versions, nil
 }
 
+// Authorize reports whether identity may (still) use col's keys for op, asking the agent when the
+// cached answer is older than the TTL. It returns nil, an error wrapping ErrDenied, or the agent's
+// failure. The proxy calls it once per result description to apply on_denied before any row.
+func (k *Keys) Authorize(ctx context.Context, identity string, col Column, op client.Op) error {
+	alg, err := AlgFor(col.Mode)
+	if err != nil {
+		return err
+	}
+	ak := authKey{identity, col.Scope, alg, op}
+	k.mu.RLock()
+	a, ok := k.auth[ak]
+	closed := k.closed
+	k.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if ok && k.now().Before(a.expires) {
+		return a.err
+	}
+	if op == client.Encrypt {
+		_, err := k.Sealer(ctx, identity, col)
+		return err
+	}
+	if alg != envelope.AlgHSM {
+		_, err := k.fetchNewest(ctx, identity, col, alg, client.Decrypt)
+		return err
+	}
+	// hsm: a decryption of a body that cannot authenticate is refused by the agent's policy before
+	// it reaches the HSM when identity may not decrypt; otherwise the HSM rejects the body.
+	cctx, cancel := k.ctx(ctx)
+	defer cancel()
+	_, err = k.agent.Decrypt(cctx, col.Scope, 1, identity, make([]byte, 28), []byte("keyward colkeys authorization probe"))
+	switch {
+	case err == nil, isAuthFailure(err), errors.Is(err, client.ErrNotFound):
+		k.remember(ak, 0, nil, k.ttl)
+		return nil
+	case errors.Is(err, client.ErrDenied):
+		err = agentErr(err, identity, col, op)
+		k.remember(ak, 0, err, k.denyTTL)
+		return err
+	}
+	return agentErr(err, identity, col, op)
+}
+
 // Forget drops the cached authorization answers and version lists (not the ciphers), so the next
 // request of every identity asks the agent again: for tests and for a policy reload signal.
 func (k *Keys) Forget() {

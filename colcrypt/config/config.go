@@ -12,6 +12,7 @@
 //	agent: {socket: /run/keyward/agent.sock}
 //	columns: [{table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}]
 //	on_denied: error
+//	catalog: {database: app, user: colcrypt_catalog, password_file: catalog.pw}   # the side connection
 //
 // Guarantees: Load is the only constructor (decoding goes through keyagent/confile, like every Keyward
 // daemon's); it rejects unknown keys, a missing or unknown version,
@@ -57,6 +58,7 @@ type Config struct {
 	Agent      *Agent   `yaml:"agent"`
 	Columns    []Column `yaml:"columns"`
 	OnDenied   string   `yaml:"on_denied"`
+	Catalog    *Catalog `yaml:"catalog"`
 	Path       string   `yaml:"-"` // the file it was loaded from
 	doc        *confile.Doc
 }
@@ -95,6 +97,14 @@ type Log struct {
 // Agent is the key agent's socket (issue 6).
 type Agent struct {
 	Socket string `yaml:"socket"`
+}
+
+// Catalog is the side connection the encryption layer reads the catalog with (issue 6): the database
+// the protected columns live in (one per proxy) and a role that can read pg_catalog.
+type Catalog struct {
+	Database     string `yaml:"database"`
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"` // optional (trust or a .pgpass otherwise)
 }
 
 // Column is one protected column (issue 6). Only its shape is checked here.
@@ -290,6 +300,12 @@ func (c *Config) validate() error {
 	}
 	if len(c.Columns) > 0 && c.Agent == nil {
 		return c.errf("columns", "protected columns need an agent: {socket: ...}")
+	}
+	if c.Catalog != nil {
+		if c.Catalog.Database == "" || c.Catalog.User == "" {
+			return c.errf("catalog", "database and user are required")
+		}
+		c.Catalog.PasswordFile = c.resolve(c.Catalog.PasswordFile)
 	}
 	switch c.OnDenied {
 	case "":

@@ -1,0 +1,214 @@
+// Package columns is colcrypt's column-encryption layer: a proxy.Interceptor that makes configured
+// bytea columns look, to database clients, like columns of their declared types holding plaintext,
+// while PostgreSQL stores only envelopes (colcrypt/envelope).
+//
+// How a session is handled:
+//   - Reads: each RowDescription field is mapped through its (table OID, attribute number) to a
+//     configured column; the field's type becomes the declared type and each DataRow value is opened
+//     (colcrypt/colkeys, on behalf of "db:<authenticated role>") and rendered in the format the client
+//     asked for (coltype.AppendRender). A result with no protected field is passed as it came.
+//   - Writes: every statement text (Query, Parse) is planned once by colcrypt/analyze (the plan is
+//     cached by text); literals bound for protected columns are replaced by '\x<envelope>'::bytea,
+//     parameters are declared bytea (or bytea[] for deterministic predicates, one envelope per live
+//     key version) and their values encrypted in Bind from the canonical encoding of what the client
+//     sent (coltype.CanonicalFromOID), ParameterDescription shows the declared types.
+//   - COPY FROM STDIN (text, csv) rows are encrypted field by field; COPY TO STDOUT rows decrypted.
+//   - Refusals (what the analyzer refuses, values that cannot be converted, a key the role may not
+//     use for encryption) are ErrorResponses naming the column, and the session stays usable.
+//
+// Guarantees: plaintext is never sent to PostgreSQL for a column the catalog view knows as protected
+// (when in doubt the statement is refused); ciphertext is never presented as a value of the declared
+// type (a value that does not open is an error for that query; on_denied: ciphertext keeps the field
+// typed bytea); statements touching no protected column are passed unchanged (one map lookup per
+// statement text, no per-row work unless a result has a protected field).
+//
+// Non-guarantees and limits: one database per proxy (the column list applies to the database the
+// catalog connection uses); DDL is noticed when it runs through the proxy (CommandComplete of
+// CREATE/ALTER/DROP makes the next statement reload the catalog view), not when it runs on a direct
+// connection; the analyzer's search path is "$user", public (SET search_path is not followed);
+// bytea_output must be hex and standard_conforming_strings on; binary COPY of protected tables is
+// refused.
+package columns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyward/keyward/colcrypt/analyze"
+	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/config"
+	"github.com/keyward/keyward/colcrypt/proxy"
+)
+
+// on_denied policies.
+const (
+	DeniedError      = "error"
+	DeniedNull       = "null"
+	DeniedCiphertext = "ciphertext"
+)
+
+// SQLSTATEs of the errors this layer sends.
+const (
+	StateDenied    = "42501" // insufficient_privilege: the role may not use the column's key
+	StateCorrupt   = "XX001" // data_corrupted: a stored value does not open
+	StateBadValue  = "22P02" // invalid_text_representation: a value cannot be read as the declared type
+	StateKeys      = "58000" // system_error: the key agent is unreachable or failed
+	StateRefused   = analyze.SQLState
+	defaultMaxPlan = 4096
+)
+
+// Config configures New.
+type Config struct {
+	// Columns are the protected columns (colcrypt.yaml "columns"); ConfigPath names the file in errors.
+	Columns    []config.Column
+	ConfigPath string
+	// OnDenied is DeniedError (default), DeniedNull or DeniedCiphertext.
+	OnDenied string
+	// Keys is the process's key cache.
+	Keys *colkeys.Keys
+	// CatalogDSN connects the side connection used for catalog lookups (a pgx connection string to
+	// the same database the clients use, with a role that can read pg_catalog).
+	CatalogDSN string
+	// MaxPlans bounds the plan cache (statement texts); 0: 4096.
+	MaxPlans int
+	Logger   *slog.Logger
+}
+
+// Interceptor is the column-encryption layer, shared by all sessions.
+type Interceptor struct {
+	keys     *colkeys.Keys
+	onDenied string
+	cat      *catalog
+	log      *slog.Logger
+	maxPlans int
+
+	pmu   sync.Mutex
+	pgen  uint64
+	plans map[planKey]*analyze.Plan
+}
+
+type planKey struct {
+	role string
+	sql  string
+}
+
+var _ proxy.Interceptor = (*Interceptor)(nil)
+
+// New connects the catalog side connection and validates the configured columns against the live
+// catalog: each must exist and be bytea.
+func New(ctx context.Context, cfg Config) (*Interceptor, error) {
+	if cfg.Keys == nil {
+		return nil, errors.New("columns: no key cache")
+	}
+	switch cfg.OnDenied {
+	case "":
+		cfg.OnDenied = DeniedError
+	case DeniedError, DeniedNull, DeniedCiphertext:
+	default:
+		return nil, fmt.Errorf("columns: on_denied %q: want error, null or ciphertext", cfg.OnDenied)
+	}
+	ic := &Interceptor{keys: cfg.Keys, onDenied: cfg.OnDenied, log: cfg.Logger, maxPlans: cfg.MaxPlans,
+		plans: map[planKey]*analyze.Plan{},
+		cat:   &catalog{connString: cfg.CatalogDSN, cols: cfg.Columns, cfgPath: cfg.ConfigPath}}
+	if ic.log == nil {
+		ic.log = slog.New(slog.DiscardHandler)
+	}
+	if ic.maxPlans <= 0 {
+		ic.maxPlans = defaultMaxPlan
+	}
+	seen := map[string]bool{}
+	for _, c := range cfg.Columns {
+		s, t := splitTable(c.Table)
+		k := s + "." + t + "." + c.Column
+		if seen[k] {
+			return nil, fmt.Errorf("columns: column %s is configured twice", k)
+		}
+		seen[k] = true
+	}
+	if _, err := ic.cat.load(ctx); err != nil {
+		ic.cat.close()
+		return nil, fmt.Errorf("columns: %w", err)
+	}
+	return ic, nil
+}
+
+// Close closes the catalog connection. The key cache is the caller's.
+func (ic *Interceptor) Close() { ic.cat.close() }
+
+// Open starts the hooks of one authenticated session.
+func (ic *Interceptor) Open(ctx context.Context, s *proxy.Session) (proxy.Hooks, error) {
+	if len(ic.cat.cols) == 0 {
+		return nil, nil // nothing to protect: the raw fast path
+	}
+	return &session{ic: ic, ctx: ctx, s: s, identity: "db:" + s.Role,
+		prepares: map[string]*analyze.Prepare{}, rows: map[*pgproto3.RowDescription]*rowPlan{}}, nil
+}
+
+// plan returns the cached analysis of sql, planning it on a miss.
+func (ic *Interceptor) plan(ctx context.Context, role, sql string) (*analyze.Plan, *snapshot) {
+	snap, err := ic.cat.snapshot(ctx)
+	if err != nil {
+		ic.log.Error("catalog reload failed; keeping the previous view", "err", err)
+	}
+	k := planKey{role, sql}
+	ic.pmu.Lock()
+	if ic.pgen != snap.gen {
+		clear(ic.plans)
+		ic.pgen = snap.gen
+	}
+	p := ic.plans[k]
+	ic.pmu.Unlock()
+	if p != nil {
+		return p, snap
+	}
+	p = analyze.Analyze(sql, snap, analyze.Options{SearchPath: []string{role, "public"}})
+	ic.pmu.Lock()
+	if ic.pgen == snap.gen {
+		if len(ic.plans) >= ic.maxPlans {
+			clear(ic.plans) // crude but bounded; plans are cheap to redo
+		}
+		ic.plans[k] = p
+	}
+	ic.pmu.Unlock()
+	return p, snap
+}
+
+// errorResponse builds the ErrorResponse for a refusal.
+func errorResponse(code, msg string) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg}
+}
+
+// keyError classifies an error of the key cache into an ErrorResponse about col.
+func keyError(err error, col string, write bool) *pgproto3.ErrorResponse {
+	switch {
+	case errors.Is(err, colkeys.ErrDenied):
+		op := "decrypt"
+		if write {
+			op = "encrypt"
+		}
+		return errorResponse(StateDenied, fmt.Sprintf("permission denied to %s column %s (key agent: %v)", op, col, err))
+	case isOpenErr(err):
+		return errorResponse(StateCorrupt, fmt.Sprintf("column %s: a stored value does not decrypt (tampered, truncated, or copied from another column)", col))
+	}
+	var ve *coltype.ValueError
+	var ce *coltype.ConversionError
+	if errors.As(err, &ve) || errors.As(err, &ce) {
+		return errorResponse(StateBadValue, fmt.Sprintf("column %s: %v", col, err))
+	}
+	return errorResponse(StateKeys, fmt.Sprintf("column %s: keys unavailable: %v", col, err))
+}
+
+func refusalResponse(r *analyze.Refusal) *pgproto3.ErrorResponse {
+	return errorResponse(StateRefused, r.Error())
+}
+
+func sortEdits(e []analyze.Edit) {
+	sort.Slice(e, func(i, j int) bool { return e[i].Start < e[j].Start })
+}

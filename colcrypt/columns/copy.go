@@ -1,0 +1,549 @@
+package columns
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/keyward/keyward/colcrypt/analyze"
+	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/proxy"
+)
+
+// copyState follows one COPY between the client and a table with protected columns.
+type copyState struct {
+	req  *proxy.Request
+	cp   *analyze.Copy // nil: no protected column, pass everything
+	prot map[int]*analyze.Protected
+	buf  []byte // COPY FROM: bytes of an incomplete row
+	row  int    // rows seen (for HEADER)
+	done bool   // the end-of-data marker was seen
+}
+
+func (ss *session) copyFor(req *proxy.Request, from bool) *copyState {
+	st := &copyState{req: req}
+	if req == nil || req.SQL == "" {
+		return st
+	}
+	plan, _ := ss.ic.plan(ss.ctx, ss.s.Role, req.SQL)
+	if plan.Action != analyze.Rewrite {
+		return st
+	}
+	for _, s := range plan.Statements {
+		if s.Copy != nil && s.Copy.From == from && len(s.Copy.Columns) > 0 {
+			st.cp = s.Copy
+			st.prot = map[int]*analyze.Protected{}
+			for _, c := range s.Copy.Columns {
+				st.prot[c.Index] = c.Column
+			}
+			break
+		}
+	}
+	return st
+}
+
+func copyData(dst, payload []byte) []byte {
+	dst = append(dst, 'd')
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)+4))
+	return append(dst, payload...)
+}
+
+// copyIn encrypts the protected fields of COPY FROM STDIN rows. CopyData messages need not align
+// with rows: an incomplete row is held until its end arrives (or CopyDone).
+func (ss *session) copyIn(m *proxy.FrontendMessage) proxy.Verdict {
+	if m.Copy == nil {
+		return proxy.Pass()
+	}
+	if ss.cin == nil || ss.cin.req != m.Copy {
+		ss.cin = ss.copyFor(m.Copy, true)
+	}
+	st := ss.cin
+	if st.cp == nil {
+		return proxy.Pass()
+	}
+	switch m.Type {
+	case 'f':
+		ss.cin = nil
+		return proxy.Pass()
+	case 'c':
+		var out []byte
+		if len(st.buf) > 0 && !st.done {
+			payload, _, err := ss.copyRows(st, st.buf, true)
+			if err != nil {
+				ss.cin = nil
+				return proxy.Refuse(ss.errResp(err))
+			}
+			if len(payload) > 0 {
+				out = copyData(out, payload)
+			}
+		}
+		ss.cin = nil
+		if out == nil {
+			return proxy.Pass()
+		}
+		return proxy.Replace(append(out, m.Raw...))
+	}
+	data := m.Body()
+	if st.done {
+		return proxy.Pass()
+	}
+	in := data
+	if len(st.buf) > 0 {
+		st.buf = append(st.buf, data...)
+		in = st.buf
+	}
+	payload, rest, err := ss.copyRows(st, in, false)
+	if err != nil {
+		ss.cin = nil
+		return proxy.Refuse(ss.errResp(err))
+	}
+	st.buf = append(st.buf[:0:0], rest...)
+	if len(payload) == 0 {
+		return proxy.Replace(nil)
+	}
+	return proxy.Replace(copyData(nil, payload))
+}
+
+// copyRows rewrites the complete rows of in and returns them and the incomplete tail (all of it is
+// a row when final).
+func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []byte, err error) {
+	csv := st.cp.Format == "csv"
+	for len(in) > 0 {
+		end := rowEnd(in, csv, st.cp.Quote, st.cp.Escape)
+		var line []byte
+		var eol []byte
+		switch {
+		case end >= 0:
+			line, eol = in[:end], in[end:end+1]
+			in = in[end+1:]
+		case final:
+			line, in = in, nil
+		default:
+			return out, in, nil
+		}
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			eol = append([]byte{'\r'}, eol...)
+			line = line[:len(line)-1]
+		}
+		if string(line) == `\.` {
+			st.done = true
+			out = append(out, line...)
+			out = append(out, eol...)
+			out = append(out, in...)
+			return out, nil, nil
+		}
+		st.row++
+		if st.row == 1 && st.cp.Header {
+			out = append(append(out, line...), eol...)
+			continue
+		}
+		out, err = ss.encryptRow(out, st, line, csv)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, eol...)
+	}
+	return out, nil, nil
+}
+
+// rowEnd finds the newline that ends the first row of b (-1: not there yet).
+func rowEnd(b []byte, csv bool, quote, escape string) int {
+	if !csv {
+		for i := 0; i < len(b); i++ {
+			switch b[i] {
+			case '\\':
+				i++ // an escaped character, even a newline, is data
+			case '\n':
+				return i
+			}
+		}
+		return -1
+	}
+	q, e := byte('"'), byte('"')
+	if quote != "" {
+		q = quote[0]
+	}
+	if escape != "" {
+		e = escape[0]
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case in && c == e && e != q && i+1 < len(b) && (b[i+1] == q || b[i+1] == e):
+			i++
+		case in && c == q:
+			if e == q && i+1 < len(b) && b[i+1] == q {
+				i++
+			} else {
+				in = false
+			}
+		case !in && c == q:
+			in = true
+		case !in && c == '\n':
+			return i
+		}
+	}
+	return -1
+}
+
+func delim(cp *analyze.Copy) byte {
+	if cp.Delimiter != "" {
+		return cp.Delimiter[0]
+	}
+	if cp.Format == "csv" {
+		return ','
+	}
+	return '\t'
+}
+
+// splitText splits a text-format row.
+func splitText(line []byte, d byte) [][]byte {
+	var out [][]byte
+	start := 0
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case '\\':
+			i++
+		case d:
+			out = append(out, line[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, line[start:])
+}
+
+// splitCSV splits a csv row into raw fields (quotes kept).
+func splitCSV(line []byte, d, q, e byte) [][]byte {
+	var out [][]byte
+	start := 0
+	in := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case in && c == e && e != q && i+1 < len(line) && (line[i+1] == q || line[i+1] == e):
+			i++
+		case in && c == q:
+			if e == q && i+1 < len(line) && line[i+1] == q {
+				i++
+			} else {
+				in = false
+			}
+		case !in && c == q:
+			in = true
+		case !in && c == d:
+			out = append(out, line[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, line[start:])
+}
+
+// unquoteCSV returns a csv field's value and whether any of it was quoted.
+func unquoteCSV(raw []byte, q, e byte) ([]byte, bool) {
+	if bytes.IndexByte(raw, q) < 0 {
+		return raw, false
+	}
+	var out []byte
+	in := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case in && c == e && i+1 < len(raw) && (raw[i+1] == q || raw[i+1] == e) && (e != q || raw[i+1] == q):
+			out = append(out, raw[i+1])
+			i++
+		case c == q:
+			in = !in
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, true
+}
+
+// unescapeText decodes a text-format COPY field.
+func unescapeText(raw []byte) []byte {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return raw
+	}
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch c = raw[i]; c {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'v':
+			out = append(out, '\v')
+		case 'x':
+			v, n := 0, 0
+			for n < 2 && i+1 < len(raw) && isHex(raw[i+1]) {
+				v = v*16 + unhex(raw[i+1])
+				i++
+				n++
+			}
+			if n == 0 {
+				out = append(out, 'x')
+			} else {
+				out = append(out, byte(v))
+			}
+		case '0', '1', '2', '3', '4', '5', '6', '7':
+			v, n := int(c-'0'), 1
+			for n < 3 && i+1 < len(raw) && raw[i+1] >= '0' && raw[i+1] <= '7' {
+				v = v*8 + int(raw[i+1]-'0')
+				i++
+				n++
+			}
+			out = append(out, byte(v))
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return int(c-'A') + 10
+}
+
+// escapeText encodes a value for a text-format COPY field.
+func escapeText(dst, v []byte, d byte) []byte {
+	for _, c := range v {
+		switch c {
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\v':
+			dst = append(dst, '\\', 'v')
+		default:
+			if c == d {
+				dst = append(dst, '\\', c)
+			} else {
+				dst = append(dst, c)
+			}
+		}
+	}
+	return dst
+}
+
+func contains(list []int, i int) bool {
+	for _, x := range list {
+		if x == i {
+			return true
+		}
+	}
+	return false
+}
+
+func csvChars(cp *analyze.Copy) (q, e byte) {
+	q, e = '"', '"'
+	if cp.Quote != "" {
+		q = cp.Quote[0]
+	}
+	if cp.Escape != "" {
+		e = cp.Escape[0]
+	} else {
+		e = q
+	}
+	return q, e
+}
+
+// encryptRow appends line with its protected fields encrypted.
+func (ss *session) encryptRow(out []byte, st *copyState, line []byte, csv bool) ([]byte, error) {
+	cp := st.cp
+	d := delim(cp)
+	q, e := csvChars(cp)
+	var fields [][]byte
+	if csv {
+		fields = splitCSV(line, d, q, e)
+	} else {
+		fields = splitText(line, d)
+	}
+	cs := ss.csess()
+	for i, raw := range fields {
+		if i > 0 {
+			out = append(out, d)
+		}
+		p := st.prot[i]
+		if p == nil {
+			out = append(out, raw...)
+			continue
+		}
+		var val []byte
+		if csv {
+			v, quoted := unquoteCSV(raw, q, e)
+			null := !quoted && string(v) == cp.Null && !contains(cp.ForceNotNull, i)
+			if quoted && contains(cp.ForceNull, i) && string(v) == cp.Null {
+				null = true
+			}
+			if null {
+				out = append(out, raw...)
+				continue
+			}
+			val = v
+		} else {
+			if string(raw) == cp.Null {
+				out = append(out, raw...)
+				continue
+			}
+			val = unescapeText(raw)
+		}
+		if cp.HasDefault && string(val) == cp.Default {
+			return nil, fmt.Errorf("column %s: COPY DEFAULT markers cannot be used with encrypted columns", p.QualifiedName())
+		}
+		canon, err := coltype.Canonical(p.Type, coltype.TextFormat, val, cs)
+		if err != nil {
+			return nil, &colErr{p.QualifiedName(), true, err}
+		}
+		envs, err := ss.seal(p, analyze.Write, canon)
+		if err != nil {
+			return nil, err
+		}
+		if csv {
+			out = append(out, `\x`...)
+		} else {
+			out = append(out, `\\x`...) // the text format's escape of one backslash
+		}
+		out = hex.AppendEncode(out, envs[0])
+	}
+	return out, nil
+}
+
+// copyOut decrypts the protected fields of COPY TO STDOUT rows: PostgreSQL sends one row per
+// CopyData message.
+func (ss *session) copyOut(m *proxy.BackendMessage) proxy.Verdict {
+	if m.Request == nil {
+		return proxy.Pass()
+	}
+	if ss.cout == nil || ss.cout.req != m.Request {
+		ss.cout = ss.copyFor(m.Request, false)
+	}
+	st := ss.cout
+	if st.cp == nil {
+		return proxy.Pass()
+	}
+	st.row++
+	if st.row == 1 && st.cp.Header {
+		return proxy.Pass()
+	}
+	line := m.Body()
+	var eol []byte
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line, eol = line[:n-1], line[n-1:]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line, eol = line[:n-1], line[n-1:]
+			eol = []byte("\r\n")
+		}
+	}
+	cp := st.cp
+	csv := cp.Format == "csv"
+	d := delim(cp)
+	q, e := csvChars(cp)
+	var fields [][]byte
+	if csv {
+		fields = splitCSV(line, d, q, e)
+	} else {
+		fields = splitText(line, d)
+	}
+	payload := make([]byte, 0, len(line)+64)
+	cs := ss.csess()
+	for i, raw := range fields {
+		if i > 0 {
+			payload = append(payload, d)
+		}
+		p := st.prot[i]
+		if p == nil {
+			payload = append(payload, raw...)
+			continue
+		}
+		var val []byte
+		if csv {
+			v, quoted := unquoteCSV(raw, q, e)
+			if !quoted && string(v) == cp.Null {
+				payload = append(payload, raw...)
+				continue
+			}
+			val = v
+		} else {
+			if string(raw) == cp.Null {
+				payload = append(payload, raw...)
+				continue
+			}
+			val = unescapeText(raw)
+		}
+		pc := &protCol{prot: p, key: keyCol(p), typ: p.Type}
+		canon, err := ss.open(pc, val, coltype.TextFormat)
+		if err != nil {
+			if errors.Is(err, colkeys.ErrDenied) {
+				switch ss.ic.onDenied {
+				case DeniedNull:
+					payload = append(payload, cp.Null...)
+					continue
+				case DeniedCiphertext:
+					payload = append(payload, raw...)
+					continue
+				}
+			}
+			return proxy.Refuse(keyError(err, p.QualifiedName(), false))
+		}
+		text, err := coltype.Render(p.Type, coltype.TextFormat, canon, cs)
+		if err != nil {
+			return proxy.Refuse(keyError(err, p.QualifiedName(), false))
+		}
+		if !csv {
+			payload = escapeText(payload, text, d)
+			continue
+		}
+		needQuote := cp.ForceQuoteAll || contains(cp.ForceQuote, i) || string(text) == cp.Null ||
+			bytes.IndexByte(text, d) >= 0 || bytes.IndexByte(text, q) >= 0 || bytes.ContainsAny(text, "\r\n") ||
+			(len(text) > 0 && bytes.Equal(text, []byte(`\.`)))
+		if !needQuote {
+			payload = append(payload, text...)
+			continue
+		}
+		payload = append(payload, q)
+		for _, c := range text {
+			if c == q || c == e {
+				payload = append(payload, e)
+			}
+			payload = append(payload, c)
+		}
+		payload = append(payload, q)
+	}
+	payload = append(payload, eol...)
+	return proxy.Replace(copyData(nil, payload))
+}
