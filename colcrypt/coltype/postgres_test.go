@@ -68,6 +68,17 @@ func TestAgainstPostgres(t *testing.T) {
 	}
 	t.Run("literals", func(t *testing.T) { literalsAgainstPostgres(t, queryOIDs) })
 	t.Run("time zones", func(t *testing.T) { timeZonesAgainstPostgres(t, query) })
+	t.Run("catalog", func(t *testing.T) {
+		for _, ty := range Types() {
+			got, err := query("", "SELECT oid::text || ' ' || typlen::text FROM pg_type WHERE oid = $1::regtype", TextFormat, ty.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("%d %d", ty.OID(), ty.Size()); string(got) != want {
+				t.Errorf("%s: pg_type says %q, we say %q", ty, got, want)
+			}
+		}
+	})
 	t.Run("random", func(t *testing.T) { randomAgainstPostgres(t, query) })
 	t.Run("random date/time strings", func(t *testing.T) { dateTimesAgainstPostgres(t, query, 1, 400) })
 	t.Run("random scalar strings", func(t *testing.T) { scalarsAgainstPostgres(t, query, 1, 800) })

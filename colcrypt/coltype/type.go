@@ -39,21 +39,22 @@ var typeInfo = [...]struct {
 	name string // canonical PostgreSQL name (format_type without typmod)
 	sql  string // name PostgreSQL uses in error messages
 	oid  uint32
+	size int16 // pg_type.typlen: the RowDescription data type size
 }{
-	Text:        {"text", "text", pgtype.TextOID},
-	Varchar:     {"varchar", "character varying", pgtype.VarcharOID},
-	Int2:        {"int2", "smallint", pgtype.Int2OID},
-	Int4:        {"int4", "integer", pgtype.Int4OID},
-	Int8:        {"int8", "bigint", pgtype.Int8OID},
-	Numeric:     {"numeric", "numeric", pgtype.NumericOID},
-	Float8:      {"float8", "double precision", pgtype.Float8OID},
-	Bool:        {"bool", "boolean", pgtype.BoolOID},
-	Date:        {"date", "date", pgtype.DateOID},
-	Timestamp:   {"timestamp", "timestamp without time zone", pgtype.TimestampOID},
-	Timestamptz: {"timestamptz", "timestamp with time zone", pgtype.TimestamptzOID},
-	UUID:        {"uuid", "uuid", pgtype.UUIDOID},
-	JSONB:       {"jsonb", "jsonb", pgtype.JSONBOID},
-	Bytea:       {"bytea", "bytea", pgtype.ByteaOID},
+	Text:        {"text", "text", pgtype.TextOID, -1},
+	Varchar:     {"varchar", "character varying", pgtype.VarcharOID, -1},
+	Int2:        {"int2", "smallint", pgtype.Int2OID, 2},
+	Int4:        {"int4", "integer", pgtype.Int4OID, 4},
+	Int8:        {"int8", "bigint", pgtype.Int8OID, 8},
+	Numeric:     {"numeric", "numeric", pgtype.NumericOID, -1},
+	Float8:      {"float8", "double precision", pgtype.Float8OID, 8},
+	Bool:        {"bool", "boolean", pgtype.BoolOID, 1},
+	Date:        {"date", "date", pgtype.DateOID, 4},
+	Timestamp:   {"timestamp", "timestamp without time zone", pgtype.TimestampOID, 8},
+	Timestamptz: {"timestamptz", "timestamp with time zone", pgtype.TimestamptzOID, 8},
+	UUID:        {"uuid", "uuid", pgtype.UUIDOID, 16},
+	JSONB:       {"jsonb", "jsonb", pgtype.JSONBOID, -1},
+	Bytea:       {"bytea", "bytea", pgtype.ByteaOID, -1},
 }
 
 var allTypes = [...]Type{Text, Varchar, Int2, Int4, Int8, Numeric, Float8, Bool, Date, Timestamp, Timestamptz, UUID, JSONB, Bytea}
@@ -85,6 +86,15 @@ func (t Type) OID() uint32 {
 		return 0
 	}
 	return typeInfo[t].oid
+}
+
+// Size is the type's length as PostgreSQL reports it in RowDescription (pg_type.typlen): the fixed
+// size in bytes, or -1 for variable-length types. The type modifier to report is always -1.
+func (t Type) Size() int16 {
+	if !t.valid() {
+		return 0
+	}
+	return typeInfo[t].size
 }
 
 // TypeForOID returns the declared type with that OID.
