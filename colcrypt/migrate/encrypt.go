@@ -1,0 +1,595 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/envelope"
+)
+
+const (
+	kindEncrypt = "encrypt"
+	kindRewrap  = "rewrap"
+
+	stateCopying = "copying"
+	stateRunning = "running"
+	stateDone    = "done"
+
+	// envelopePrefix is the magic and format version every envelope starts with, as a bytea literal
+	// (standard_conforming_strings is on by default since PostgreSQL 9.1 and we set it anyway).
+	envelopePrefix = `'\x4b5701'::bytea`
+)
+
+// EncryptColumn converts the plaintext column o.Column into envelopes online. See the package
+// documentation for the phases and what each guarantees. It is safe to call again after a kill, a
+// cancellation or an error: it resumes.
+func EncryptColumn(ctx context.Context, o Options) (*Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	t, err := resolve(ctx, o.Conn, o.Column)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.requirePK(); err != nil {
+		return nil, err
+	}
+	for _, p := range t.pk {
+		if p.name == t.col {
+			return nil, fmt.Errorf("%w: %s is part of the primary key", ErrUnsupported, t.name())
+		}
+	}
+	if len(t.col)+len("__kw") > 63 {
+		return nil, fmt.Errorf("%w: column name %q too long for a shadow column (63 bytes)", ErrUnsupported, t.col)
+	}
+	if err := session(ctx, o.Conn); err != nil {
+		return nil, err
+	}
+	unlock, err := t.lock(ctx, o.Conn)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	res := &Result{Column: t.name()}
+	p, err := t.readProgress(ctx, o.Conn, kindEncrypt)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case p != nil && p.state == stateDone:
+		return res, fmt.Errorf("%w: %s (encrypt-column finished earlier; rewrap moves values to a new key version)", ErrAlreadyDone, t.name())
+	case p != nil:
+		if p.mode != o.Column.Mode || p.scope != o.Column.Scope || p.typ != t.declared.String() {
+			return nil, fmt.Errorf("%w: %s started as %s/%s/%s, configured now as %s/%s/%s",
+				ErrConfigChanged, t.name(), p.mode, p.scope, p.typ, o.Column.Mode, o.Column.Scope, t.declared)
+		}
+		res.Resumed = true
+	default:
+		if err := t.freshStartChecks(ctx, o.Conn); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.prepare(ctx, o); err != nil {
+		return nil, err
+	}
+	if p == nil {
+		p = &progressRow{state: stateCopying}
+	}
+
+	r := &runner{o: o, t: t, res: res, pace: pacer{rate: o.Rate, start: time.Now()}}
+	if err := r.copy(ctx, p); err != nil {
+		return res, err
+	}
+	if err := r.catchUp(ctx); err != nil {
+		return res, err
+	}
+	if err := r.verifyEncrypted(ctx); err != nil {
+		return res, err
+	}
+	if err := r.swap(ctx); err != nil {
+		return res, err
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// session sets what every migration connection relies on.
+func session(ctx context.Context, conn *pgx.Conn) error {
+	// Batches are short, but the verification and catch-up scans are not: no statement timeout
+	// inherited from the role's settings should cut them. standard_conforming_strings for the
+	// bytea literals.
+	_, err := conn.Exec(ctx, `SET statement_timeout = 0; SET standard_conforming_strings = on`)
+	if err != nil {
+		return fmt.Errorf("migrate: session settings: %w", err)
+	}
+	return nil
+}
+
+func (t *target) shadowName() string   { return t.col + "__kw" }
+func (t *target) triggerName() string  { return fmt.Sprintf("zz_keyward_encrypt_%d", t.attnum) }
+func (t *target) functionName() string { return ident(t.schema, fmt.Sprintf("keyward_encrypt_%d_%d", t.oid, t.attnum)) }
+
+// freshStartChecks refuses what a first run cannot convert.
+func (t *target) freshStartChecks(ctx context.Context, conn *pgx.Conn) error {
+	var shadow bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)`,
+		t.oid, t.shadowName()).Scan(&shadow); err != nil {
+		return fmt.Errorf("migrate: look up shadow column: %w", err)
+	}
+	if shadow {
+		return fmt.Errorf("%w: %s already has a column %q that no encrypt-column run owns", ErrUnsupported, t.schema+"."+t.table, t.shadowName())
+	}
+	if t.colType == "bytea" {
+		// A bytea column may hold plaintext bytes (declared type bytea) or envelopes already.
+		var env bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.qtable+` WHERE substr(`+t.qcol+`, 1, 3) = `+envelopePrefix+`)`).Scan(&env)
+		if err != nil {
+			return fmt.Errorf("migrate: look for envelopes: %w", err)
+		}
+		if env {
+			return fmt.Errorf("%w: %s holds envelopes already", ErrAlreadyDone, t.name())
+		}
+	}
+	return nil
+}
+
+// dependents lists the objects that depend on the column (which DROP COLUMN would drop or refuse).
+func (t *target) dependents(ctx context.Context, q pgx.Tx) error {
+	rows, err := q.Query(ctx, `SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
+		WHERE refclassid = 'pg_class'::regclass AND refobjid = $1 AND refobjsubid = $2 AND deptype IN ('n', 'a')
+		ORDER BY 1`, t.oid, t.attnum)
+	if err != nil {
+		return fmt.Errorf("migrate: look up dependent objects: %w", err)
+	}
+	objs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("migrate: look up dependent objects: %w", err)
+	}
+	if len(objs) > 0 {
+		return &DependentsError{Column: t.name(), Objects: objs}
+	}
+	return nil
+}
+
+// prepare creates (or, on resume, re-creates idempotently) the progress row, the shadow column and
+// the trigger, in one transaction.
+func (t *target) prepare(ctx context.Context, o Options) error {
+	return withTx(ctx, o.Conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, o.LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		if err := t.ensureProgressTable(ctx, tx); err != nil {
+			return err
+		}
+		if err := t.dependents(ctx, tx); err != nil {
+			return err
+		}
+		// The value compared is the text form under the C collation: a byte-wise comparison, so
+		// any change a canonical encoding could see nulls the shadow (a spurious re-seal at worst).
+		fn := fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $kw$
+BEGIN
+	-- keyward encrypt-column: a row whose plaintext changes loses its envelope, to be sealed again.
+	IF TG_OP = 'INSERT' OR NEW.%[2]s::text COLLATE "C" IS DISTINCT FROM OLD.%[2]s::text COLLATE "C" THEN
+		NEW.%[3]s := NULL;
+	END IF;
+	RETURN NEW;
+END
+$kw$`, t.functionName(), t.qcol, t.qshadow)
+		stmts := []string{
+			`ALTER TABLE ` + t.qtable + ` ADD COLUMN IF NOT EXISTS ` + t.qshadow + ` bytea`,
+			fn,
+			`DROP TRIGGER IF EXISTS ` + ident(t.triggerName()) + ` ON ` + t.qtable,
+			`CREATE TRIGGER ` + ident(t.triggerName()) + ` BEFORE INSERT OR UPDATE ON ` + t.qtable +
+				` FOR EACH ROW EXECUTE FUNCTION ` + t.functionName() + `()`,
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("migrate: prepare %s: %w", t.name(), err)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+t.qprogress+` (table_name, column_name, kind, state, mode, scope, declared_type)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+			t.schema+"."+t.table, t.col, kindEncrypt, stateCopying, o.Column.Mode, o.Column.Scope, t.declared.String())
+		if err != nil {
+			return fmt.Errorf("migrate: progress row: %w", err)
+		}
+		return nil
+	})
+}
+
+func withTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// runner carries one run's state.
+type runner struct {
+	o     Options
+	t     *target
+	res   *Result
+	pace  pacer
+	total int64
+}
+
+func (r *runner) report(phase string, done, total int64) {
+	if r.o.Progress != nil {
+		r.o.Progress(Progress{Phase: phase, Done: done, Total: total, Batches: r.res.Batches})
+	}
+}
+
+// rawQuery runs sql with text parameters and the given result formats, returning all rows (copied
+// out of the connection's buffers by pgconn).
+func rawQuery(ctx context.Context, tx pgx.Tx, sql string, params []string, formats []int16) ([][][]byte, error) {
+	vals := make([][]byte, len(params))
+	for i, p := range params {
+		vals[i] = []byte(p)
+	}
+	res := tx.Conn().PgConn().ExecParams(ctx, sql, vals, nil, nil, formats).Read()
+	return res.Rows, res.Err
+}
+
+func textFormats(n int, tail ...int16) []int16 {
+	f := make([]int16, n, n+len(tail))
+	return append(f, tail...)
+}
+
+// sealRows seals the values of rows (ctid as text at index 0, the value in binary at index vi) and
+// writes them to the shadow column by ctid. check re-opens each envelope before writing it (for
+// values the verification pass will not see). It returns how many rows were written.
+func (r *runner) sealRows(ctx context.Context, tx pgx.Tx, rows [][][]byte, vi int, check bool) (int, error) {
+	t := r.t
+	sealer, err := r.o.Keys.Sealer(ctx, r.o.Identity, t.ck)
+	if err != nil {
+		return 0, fmt.Errorf("migrate: key for %s: %w", t.name(), err)
+	}
+	r.res.Version = sealer.Version()
+	b := &pgx.Batch{}
+	for _, row := range rows {
+		canon, err := coltype.Canonical(t.declared, coltype.BinaryFormat, row[vi], nil)
+		if err != nil {
+			return 0, fmt.Errorf("migrate: a value of %s is not a valid %s: %w", t.name(), t.declared, err)
+		}
+		env, err := sealer.Seal(ctx, nil, canon)
+		if err != nil {
+			return 0, fmt.Errorf("migrate: seal %s: %w", t.name(), err)
+		}
+		if check {
+			if err := r.same(ctx, env, canon); err != nil {
+				return 0, err
+			}
+		}
+		b.Queue(`UPDATE `+t.qtable+` SET `+t.qshadow+` = $1 WHERE ctid = $2::text::tid`, env, string(row[0]))
+	}
+	if err := sendExact(ctx, tx, b); err != nil {
+		return 0, err
+	}
+	return len(rows), nil
+}
+
+// same checks that env opens to want.
+func (r *runner) same(ctx context.Context, env, want []byte) error {
+	got, err := r.o.Keys.Open(ctx, r.o.Identity, r.t.ck, env, nil)
+	if err != nil {
+		return &VerifyError{Column: r.t.name(), Checked: 1, Mismatches: 1, FirstErr: err}
+	}
+	if !bytes.Equal(got, want) {
+		return &VerifyError{Column: r.t.name(), Checked: 1, Mismatches: 1}
+	}
+	return nil
+}
+
+// sendExact sends b and requires every statement to affect exactly one row: the rows are locked,
+// so anything else is a bug we must not commit.
+func sendExact(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	br := tx.SendBatch(ctx, b)
+	for i := 0; i < b.Len(); i++ {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("migrate: write batch: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			br.Close()
+			return fmt.Errorf("migrate: write batch: a locked row was not found by ctid (%d rows)", tag.RowsAffected())
+		}
+	}
+	return br.Close()
+}
+
+// copy is phase 2: batches in primary key order from the last committed position.
+func (r *runner) copy(ctx context.Context, p *progressRow) error {
+	t := r.t
+	order, keyText, after := t.keyset(1)
+	if err := r.o.Conn.QueryRow(ctx, `SELECT count(*) FROM `+t.qtable+` WHERE `+t.qcol+` IS NOT NULL AND `+t.qshadow+` IS NULL`).Scan(&r.total); err != nil {
+		return fmt.Errorf("migrate: count rows: %w", err)
+	}
+	total := r.total + p.done
+	done := p.done
+	last := p.lastKey
+	r.report(PhaseCopy, done, total)
+	formats := textFormats(1+len(t.pk), 1)
+	for {
+		var n int
+		err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
+			where := ""
+			if last != nil {
+				where = after + " AND "
+			}
+			sql := `SELECT ctid::text, ` + keyText + `, ` + t.qcol + `::` + t.declared.SQLName() + ` FROM ` + t.qtable +
+				` WHERE ` + where + t.qcol + ` IS NOT NULL AND ` + t.qshadow + ` IS NULL ORDER BY ` + order +
+				fmt.Sprintf(` LIMIT %d FOR UPDATE SKIP LOCKED`, r.o.BatchSize)
+			rows, err := rawQuery(ctx, tx, sql, last, formats)
+			if err != nil {
+				return fmt.Errorf("migrate: read batch: %w", err)
+			}
+			if len(rows) == 0 {
+				return nil
+			}
+			if n, err = r.sealRows(ctx, tx, rows, 1+len(t.pk), false); err != nil {
+				return err
+			}
+			lastRow := rows[len(rows)-1]
+			next := make([]string, len(t.pk))
+			for i := range t.pk {
+				next[i] = string(lastRow[1+i])
+			}
+			if _, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET last_key = $1, rows_done = rows_done + $2, updated_at = now()
+				WHERE table_name = $3 AND column_name = $4 AND kind = $5`, next, n, t.schema+"."+t.table, t.col, kindEncrypt); err != nil {
+				return fmt.Errorf("migrate: progress: %w", err)
+			}
+			if r.o.BeforeCommit != nil {
+				if err := r.o.BeforeCommit(r.res.Batches); err != nil {
+					return err
+				}
+			}
+			last = next
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		r.res.Batches++
+		r.res.Rows += int64(n)
+		done += int64(n)
+		if done > total {
+			total = done
+		}
+		r.report(PhaseCopy, done, total)
+		if err := r.pace.wait(ctx, n); err != nil {
+			return err
+		}
+	}
+}
+
+// catchUp is the rest of phase 2: rows written behind the cursor or skipped while locked.
+// It stops when a pass finds less than a batch: the swap seals the remainder under its lock.
+func (r *runner) catchUp(ctx context.Context) error {
+	t := r.t
+	var done int64
+	for pass := 0; pass < maxCatchUpPasses*1000; pass++ {
+		var n int
+		err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
+			rows, err := rawQuery(ctx, tx, `SELECT ctid::text, `+t.qcol+`::`+t.declared.SQLName()+` FROM `+t.qtable+
+				` WHERE `+t.qcol+` IS NOT NULL AND `+t.qshadow+` IS NULL`+
+				fmt.Sprintf(` LIMIT %d FOR UPDATE SKIP LOCKED`, r.o.BatchSize), nil, []int16{0, 1})
+			if err != nil {
+				return fmt.Errorf("migrate: read catch-up batch: %w", err)
+			}
+			n, err = r.sealRows(ctx, tx, rows, 1, false)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			r.res.Batches++
+			r.res.Rows += int64(n)
+			done += int64(n)
+			r.report(PhaseCatchUp, done, 0)
+			if err := r.pace.wait(ctx, n); err != nil {
+				return err
+			}
+		}
+		if n < r.o.BatchSize {
+			return nil
+		}
+	}
+	return nil
+}
+
+// verifyEncrypted is phase 3: every sealed shadow value (or a sample) must open to the canonical
+// encoding of the value beside it, read in the same snapshot.
+func (r *runner) verifyEncrypted(ctx context.Context) error {
+	t := r.t
+	ve := &VerifyError{Column: t.name()}
+	check := func(rows [][][]byte, vi int) error {
+		for _, row := range rows {
+			orig, env := row[vi], row[vi+1]
+			switch {
+			case orig == nil && env != nil:
+				ve.Checked++
+				ve.Mismatches++
+			case env == nil:
+				// Not sealed yet (written meanwhile): the swap seals it under its lock.
+			default:
+				ve.Checked++
+				canon, err := coltype.Canonical(t.declared, coltype.BinaryFormat, orig, nil)
+				if err != nil {
+					return fmt.Errorf("migrate: a value of %s is not a valid %s: %w", t.name(), t.declared, err)
+				}
+				got, err := r.o.Keys.Open(ctx, r.o.Identity, t.ck, env, nil)
+				if err != nil && !errors.Is(err, envelope.ErrOpen) {
+					return fmt.Errorf("migrate: verify %s: %w", t.name(), err)
+				}
+				if err != nil || !bytes.Equal(got, canon) {
+					ve.Mismatches++
+					if ve.FirstErr == nil && err != nil {
+						ve.FirstErr = err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	val := t.qcol + `::` + t.declared.SQLName()
+	if r.o.VerifySample > 0 {
+		err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
+			rows, err := rawQuery(ctx, tx, `SELECT `+val+`, `+t.qshadow+` FROM `+t.qtable+` WHERE `+t.qshadow+` IS NOT NULL OR `+t.qcol+
+				fmt.Sprintf(` IS NULL ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, []int16{1, 1})
+			if err != nil {
+				return fmt.Errorf("migrate: read verification sample: %w", err)
+			}
+			return check(rows, 0)
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		order, keyText, after := t.keyset(1)
+		var last []string
+		for {
+			var rows [][][]byte
+			err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
+				where := ""
+				if last != nil {
+					where = ` WHERE ` + after
+				}
+				var err error
+				rows, err = rawQuery(ctx, tx, `SELECT `+keyText+`, `+val+`, `+t.qshadow+` FROM `+t.qtable+where+` ORDER BY `+order+
+					fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, textFormats(len(t.pk), 1, 1))
+				if err != nil {
+					return fmt.Errorf("migrate: read verification batch: %w", err)
+				}
+				return check(rows, len(t.pk))
+			})
+			if err != nil {
+				return err
+			}
+			if len(rows) == 0 {
+				break
+			}
+			lastRow := rows[len(rows)-1]
+			last = make([]string, len(t.pk))
+			for i := range t.pk {
+				last[i] = string(lastRow[i])
+			}
+			r.report(PhaseVerify, ve.Checked, r.total)
+		}
+	}
+	r.res.Verified += ve.Checked
+	r.report(PhaseVerify, ve.Checked, ve.Checked)
+	if ve.Mismatches > 0 {
+		return ve
+	}
+	return nil
+}
+
+// swap is phase 4, one transaction under ACCESS EXCLUSIVE, retried when the lock is not granted
+// within LockTimeout (a long transaction on the table).
+func (r *runner) swap(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < swapAttempts; attempt++ {
+		err = withTx(ctx, r.o.Conn, r.swapTx(ctx))
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
+			break
+		}
+		r.report(PhaseSwap, 0, 0)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("migrate: swap %s: %w", r.t.name(), err)
+	}
+	r.report(PhaseSwap, 1, 1)
+	return nil
+}
+
+func (r *runner) swapTx(ctx context.Context) func(pgx.Tx) error {
+	t := r.t
+	return func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, r.o.LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+t.qtable+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		// Nobody else can write now: seal what is left, checking each value as we go (the
+		// verification pass did not see these).
+		for {
+			rows, err := rawQuery(ctx, tx, `SELECT ctid::text, `+t.qcol+`::`+t.declared.SQLName()+` FROM `+t.qtable+
+				` WHERE `+t.qcol+` IS NOT NULL AND `+t.qshadow+` IS NULL`+fmt.Sprintf(` LIMIT %d`, r.o.BatchSize), nil, []int16{0, 1})
+			if err != nil {
+				return fmt.Errorf("read final batch: %w", err)
+			}
+			if len(rows) == 0 {
+				break
+			}
+			n, err := r.sealRows(ctx, tx, rows, 1, true)
+			if err != nil {
+				return err
+			}
+			r.res.Rows += int64(n)
+			r.res.Verified += int64(n)
+		}
+		var bad int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+t.qtable+` WHERE (`+t.qcol+` IS NULL) <> (`+t.qshadow+` IS NULL)`).Scan(&bad); err != nil {
+			return err
+		}
+		if bad != 0 {
+			return fmt.Errorf("%w: %d rows", ErrSwapIncomplete, bad)
+		}
+		if err := t.dependents(ctx, tx); err != nil {
+			return err
+		}
+		stmts := []string{
+			`DROP TRIGGER ` + ident(t.triggerName()) + ` ON ` + t.qtable,
+			`DROP FUNCTION ` + t.functionName() + `()`,
+			`ALTER TABLE ` + t.qtable + ` DROP COLUMN ` + t.qcol,
+			`ALTER TABLE ` + t.qtable + ` RENAME COLUMN ` + t.qshadow + ` TO ` + t.qcol,
+		}
+		if t.notNull {
+			stmts = append(stmts, `ALTER TABLE `+t.qtable+` ALTER COLUMN `+t.qcol+` SET NOT NULL`)
+		}
+		stmts = append(stmts, `ALTER TABLE `+t.qtable+` ADD CONSTRAINT `+ident(EnvelopeConstraint(t.col))+
+			` CHECK (`+t.qcol+` IS NULL OR substr(`+t.qcol+`, 1, 3) = `+envelopePrefix+`)`)
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET state = $1, updated_at = now() WHERE table_name = $2 AND column_name = $3 AND kind = $4`,
+			stateDone, t.schema+"."+t.table, t.col, kindEncrypt)
+		return err
+	}
+}
+
+// EnvelopeConstraint is the name of the CHECK constraint encrypt-column leaves on a column: only
+// envelopes (or NULL) may be stored in it.
+func EnvelopeConstraint(column string) string { return column + "_kw_envelope" }
+

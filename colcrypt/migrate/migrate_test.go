@@ -1,0 +1,555 @@
+package migrate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/colcrypt/colkeys/colkeystest"
+	"github.com/keyward/keyward/colcrypt/config"
+	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/migrate"
+	"github.com/keyward/keyward/testenv"
+)
+
+const identity = "db:keyward" // testenv's ordinary role is "keyward"
+
+type env struct {
+	pg    *testenv.PG
+	stack *colkeystest.Stack
+	keys  *colkeys.Keys
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	pg := testenv.Postgres(t)
+	st := colkeystest.Start(t)
+	k := colkeys.New(colkeys.Config{Agent: st.Client, TTL: 200 * time.Millisecond})
+	t.Cleanup(k.Close)
+	return &env{pg: pg, stack: st, keys: k}
+}
+
+func (e *env) conn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, e.pg.UserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := c.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func col(table, column, typ, mode, scope string) config.Column {
+	return config.Column{Table: table, Column: column, Type: typ, Mode: mode, Scope: scope}
+}
+
+var errCrash = errors.New("injected crash")
+
+// checkEncrypted asserts that every value of table.column is an envelope, that it opens to
+// want[id] (nil: NULL) and that the ids are exactly want's.
+func checkEncrypted(t *testing.T, e *env, c *pgx.Conn, cc config.Column, typ coltype.Type, want map[int64]*string) {
+	t.Helper()
+	ctx := context.Background()
+	table := migrate.NormalizeTable(cc.Table)
+	ck := colkeys.Column{Table: table, Name: cc.Column, Scope: cc.Scope, Mode: cc.Mode}
+	rows, err := c.Query(ctx, fmt.Sprintf(`SELECT id, %s FROM %s`, cc.Column, table), pgx.QueryExecModeDescribeExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64][]byte{}
+	for rows.Next() {
+		var id int64
+		var v []byte
+		if err := rows.Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	bad := 0
+	for id, w := range want {
+		v, ok := got[id]
+		switch {
+		case !ok:
+			t.Errorf("row %d lost", id)
+			bad++
+		case w == nil && v != nil:
+			t.Errorf("row %d: want NULL, got a value", id)
+			bad++
+		case w == nil:
+		case v == nil:
+			t.Errorf("row %d: NULL, want a value", id)
+			bad++
+		case !bytes.HasPrefix(v, []byte("KW\x01")):
+			t.Errorf("row %d: not an envelope in the direct view", id)
+			bad++
+		default:
+			plain, err := e.keys.Open(ctx, identity, ck, v, nil)
+			if err != nil {
+				t.Errorf("row %d: %v", id, err)
+				bad++
+				continue
+			}
+			wc, err := coltype.Canonical(typ, coltype.TextFormat, []byte(*w), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(plain, wc) {
+				t.Errorf("row %d: decrypts to another value", id)
+				bad++
+			}
+		}
+		if bad > 10 {
+			t.Fatal("too many bad rows")
+		}
+	}
+}
+
+func strp(s string) *string { return &s }
+
+// TestEncryptColumnCrashResumeConcurrentWrites converts 20k rows: the first run dies inside its
+// sixth batch, the second resumes while another session inserts, updates, deletes and nulls rows.
+func TestEncryptColumnCrashResumeConcurrentWrites(t *testing.T) {
+	e := setup(t)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, name text, ssn text NOT NULL DEFAULT '' , salary numeric)`)
+	exec(t, c, `ALTER TABLE employees ALTER COLUMN ssn DROP DEFAULT`)
+	exec(t, c, `INSERT INTO employees SELECT g, 'n' || g, lpad(g::text, 9, '0'), g * 10 FROM generate_series(1, 20000) g`)
+	want := map[int64]*string{}
+	for i := int64(1); i <= 20000; i++ {
+		want[i] = strp(fmt.Sprintf("%09d", i))
+	}
+	cc := col("employees", "ssn", "text", "deterministic", "payroll:employees.ssn")
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: cc, BatchSize: 1000,
+		BeforeCommit: func(n int) error {
+			if n == 5 {
+				return errCrash
+			}
+			return nil
+		}}
+	if _, err := migrate.EncryptColumn(ctx, o); !errors.Is(err, errCrash) {
+		t.Fatalf("first run: %v, want the injected crash", err)
+	}
+	var sealed int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM employees WHERE ssn__kw IS NOT NULL`).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if sealed != 5000 {
+		t.Fatalf("%d rows sealed after the crash, want the 5 committed batches (5000)", sealed)
+	}
+
+	// A writer on its own connection while the second run goes on.
+	w := e.conn(t)
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var writes int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r := rand.New(rand.NewPCG(1, 2))
+		next := int64(20001)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := r.Int64N(20000) + 1
+			v := fmt.Sprintf("w%08d", r.IntN(1e8))
+			var err error
+			var apply func()
+			switch r.IntN(3) {
+			case 0:
+				_, err = w.Exec(ctx, `UPDATE employees SET ssn = $1 WHERE id = $2`, v, id)
+				apply = func() {
+					if _, ok := want[id]; ok {
+						want[id] = strp(v)
+					}
+				}
+			case 1:
+				n := next
+				_, err = w.Exec(ctx, `INSERT INTO employees (id, name, ssn) VALUES ($1, 'new', $2)`, n, v)
+				apply = func() { want[n] = strp(v); next++ }
+			case 2:
+				_, err = w.Exec(ctx, `DELETE FROM employees WHERE id = $1`, id)
+				apply = func() { delete(want, id) }
+			}
+			if err != nil {
+				// After the swap the column is bytea: plaintext writes fail, which is the point.
+				return
+			}
+			mu.Lock()
+			apply()
+			writes++
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	o.BeforeCommit = nil
+	o.BatchSize = 500
+	var phases []string
+	o.Progress = func(p migrate.Progress) {
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	}
+	res, err := migrate.EncryptColumn(ctx, o)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("resumed run: %v", err)
+	}
+	t.Logf("result %+v, phases %v, concurrent writes %d", *res, phases, writes)
+	if !res.Resumed {
+		t.Error("second run did not report a resume")
+	}
+	if writes == 0 {
+		t.Fatal("the writer made no write during the run")
+	}
+	if res.Verified == 0 {
+		t.Error("nothing verified")
+	}
+	checkEncrypted(t, e, c, cc, coltype.Text, want)
+
+	// The column is bytea and NOT NULL, the shadow and trigger are gone, the guard refuses plaintext.
+	var typ string
+	var notNull bool
+	if err := c.QueryRow(ctx, `SELECT format_type(atttypid, atttypmod), attnotnull FROM pg_attribute WHERE attrelid = 'employees'::regclass AND attname = 'ssn'`).Scan(&typ, &notNull); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "bytea" || !notNull {
+		t.Errorf("ssn is %s not null=%v, want bytea NOT NULL", typ, notNull)
+	}
+	var leftovers int
+	c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_attribute WHERE attrelid = 'employees'::regclass AND attname = 'ssn__kw' AND NOT attisdropped)
+		+ (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'employees'::regclass)`).Scan(&leftovers)
+	if leftovers != 0 {
+		t.Errorf("shadow column or trigger left behind (%d)", leftovers)
+	}
+	_, err = c.Exec(ctx, `UPDATE employees SET ssn = 'plain'::bytea WHERE id = (SELECT min(id) FROM employees)`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23514" {
+		t.Errorf("plaintext write after the swap: %v, want a check violation", err)
+	}
+	var state string
+	c.QueryRow(ctx, `SELECT state FROM keyward_migrations WHERE table_name = 'public.employees' AND column_name = 'ssn'`).Scan(&state)
+	if state != "done" {
+		t.Errorf("progress state %q", state)
+	}
+	if _, err := migrate.EncryptColumn(ctx, o); !errors.Is(err, migrate.ErrAlreadyDone) {
+		t.Errorf("third run: %v, want ErrAlreadyDone", err)
+	}
+}
+
+// TestEncryptColumnTypesAndModes converts columns of several declared types in each mode, with a
+// composite primary key and NULLs, and checks each value against the original.
+func TestEncryptColumnTypesAndModes(t *testing.T) {
+	e := setup(t)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE SCHEMA hr`)
+	exec(t, c, `CREATE TABLE hr.staff (region int, id bigint, salary numeric, born timestamptz, note text, tags jsonb, PRIMARY KEY (region, id))`)
+	exec(t, c, `INSERT INTO hr.staff SELECT g % 3, g, CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1.50 END,
+		'2024-01-02 03:04:05+02'::timestamptz + g * interval '1 hour', 'note ' || g, jsonb_build_object('g', g, 'x', 1.50)
+		FROM generate_series(1, 700) g`)
+	cases := []struct {
+		name string
+		cc   config.Column
+		typ  coltype.Type
+		text string // the original value as text, in UTC
+	}{
+		{"numeric randomized", col("hr.staff", "salary", "numeric", "randomized", "payroll:staff.salary"), coltype.Numeric, "salary::text"},
+		{"timestamptz deterministic", col("hr.staff", "born", "timestamptz", "deterministic", "payroll:staff.born"), coltype.Timestamptz, "born::text"},
+		{"text hsm", col("hr.staff", "note", "text", "hsm", "vault:staff.note"), coltype.Text, "note"},
+		{"jsonb randomized", col("hr.staff", "tags", "jsonb", "randomized", "payroll:staff.tags"), coltype.JSONB, "tags::text"},
+	}
+	exec(t, c, `SET TimeZone = 'UTC'`)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Expected values keyed by region*1e6+id.
+			rows, err := c.Query(ctx, `SELECT region, id, `+tc.text+` FROM hr.staff`, pgx.QueryExecModeDescribeExec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[[2]int64]*string{}
+			for rows.Next() {
+				var r, id int64
+				var v *string
+				if err := rows.Scan(&r, &id, &v); err != nil {
+					t.Fatal(err)
+				}
+				want[[2]int64{r, id}] = v
+			}
+			res, err := migrate.EncryptColumn(ctx, migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: tc.cc, BatchSize: 128})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Rows == 0 {
+				t.Fatal("no rows sealed")
+			}
+			ck := colkeys.Column{Table: "hr.staff", Name: tc.cc.Column, Scope: tc.cc.Scope, Mode: tc.cc.Mode}
+			rows, err = c.Query(ctx, `SELECT region, id, `+tc.cc.Column+` FROM hr.staff`, pgx.QueryExecModeDescribeExec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rows.Next() {
+				var r, id int64
+				var v []byte
+				if err := rows.Scan(&r, &id, &v); err != nil {
+					t.Fatal(err)
+				}
+				n++
+				w := want[[2]int64{r, id}]
+				if (w == nil) != (v == nil) {
+					t.Fatalf("row %d/%d: NULL mismatch", r, id)
+				}
+				if w == nil {
+					continue
+				}
+				plain, err := e.keys.Open(ctx, identity, ck, v, nil)
+				if err != nil {
+					t.Fatalf("row %d/%d: %v", r, id, err)
+				}
+				wc, err := coltype.Canonical(tc.typ, coltype.TextFormat, []byte(*w), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(plain, wc) {
+					t.Fatalf("row %d/%d decrypts to another value", r, id)
+				}
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if n != len(want) {
+				t.Fatalf("%d rows, want %d", n, len(want))
+			}
+		})
+	}
+}
+
+func TestEncryptColumnRefusals(t *testing.T) {
+	e := setup(t)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE nopk (a text, b text)`)
+	exec(t, c, `CREATE TABLE indexed (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `CREATE INDEX indexed_ssn ON indexed (ssn)`)
+	exec(t, c, `CREATE TABLE viewed (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `CREATE VIEW viewed_v AS SELECT ssn FROM viewed`)
+	exec(t, c, `CREATE TABLE busy (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `CREATE TABLE pkcol (ssn text PRIMARY KEY)`)
+	scope := "payroll:x"
+	cases := []struct {
+		name  string
+		cc    config.Column
+		want  error
+		wantS string
+	}{
+		{"no primary key", col("nopk", "a", "text", "randomized", scope), migrate.ErrNoPrimaryKey, ""},
+		{"index on the column", col("indexed", "ssn", "text", "randomized", scope), nil, "index indexed_ssn"},
+		{"view on the column", col("viewed", "ssn", "text", "randomized", scope), nil, "view viewed_v"},
+		{"no such table", col("nothere", "ssn", "text", "randomized", scope), migrate.ErrNotFound, ""},
+		{"no such column", col("indexed", "nothere", "text", "randomized", scope), migrate.ErrNotFound, ""},
+		{"primary key column", col("pkcol", "ssn", "text", "randomized", scope), migrate.ErrUnsupported, ""},
+		{"busy", col("busy", "ssn", "text", "randomized", scope), migrate.ErrBusy, ""},
+	}
+	// Another session holds busy.ssn's lock.
+	other := e.conn(t)
+	exec(t, other, `SELECT pg_advisory_lock(hashtextextended('keyward-migrate:public.busy.ssn', 0))`)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := migrate.EncryptColumn(ctx, migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: tc.cc})
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+			if tc.wantS != "" {
+				var de *migrate.DependentsError
+				if !errors.As(err, &de) || !strings.Contains(err.Error(), tc.wantS) {
+					t.Fatalf("%v, want a DependentsError naming %q", err, tc.wantS)
+				}
+			}
+		})
+	}
+	// A refused run changed nothing.
+	var cols int
+	c.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attname LIKE '%\_\_kw' AND NOT attisdropped`).Scan(&cols)
+	if cols != 0 {
+		t.Errorf("%d shadow columns left by refused runs", cols)
+	}
+	cfg := &config.Config{Columns: []config.Column{col("public.employees", "ssn", "text", "randomized", scope)}}
+	if _, err := migrate.FindColumn(cfg, "employees", "ssn"); err != nil {
+		t.Errorf("FindColumn: %v", err)
+	}
+	if _, err := migrate.FindColumn(cfg, "employees", "name"); !errors.Is(err, migrate.ErrNotConfigured) {
+		t.Errorf("FindColumn of an unconfigured column: %v", err)
+	}
+}
+
+// TestRewrapAfterRotation encrypts, rotates the keyring, rewraps, and checks versions and values.
+func TestRewrapAfterRotation(t *testing.T) {
+	e := setup(t)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, ssn text)`)
+	exec(t, c, `INSERT INTO employees SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'ssn-' || g END FROM generate_series(1, 3000) g`)
+	want := map[int64]*string{}
+	for i := int64(1); i <= 3000; i++ {
+		if i%10 != 0 {
+			want[i] = strp(fmt.Sprintf("ssn-%d", i))
+		} else {
+			want[i] = nil
+		}
+	}
+	cc := col("employees", "ssn", "text", "deterministic", "payroll:employees.ssn")
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: cc, BatchSize: 400}
+	res, err := migrate.EncryptColumn(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Version != 1 {
+		t.Fatalf("sealed with version %d, want 1", res.Version)
+	}
+	versions := func() map[int64]int64 {
+		m := map[int64]int64{}
+		rows, _ := c.Query(ctx, `SELECT get_byte(ssn, 7), count(*) FROM employees WHERE ssn IS NOT NULL GROUP BY 1`)
+		for rows.Next() {
+			var v, n int64
+			rows.Scan(&v, &n)
+			m[v] = n
+		}
+		return m
+	}
+	if res.Verified != 2700 {
+		t.Errorf("encrypt verified %d values, want 2700", res.Verified)
+	}
+	e.stack.Rotate(t, "payroll")
+	waitVersion(t, e, colkeys.Column{Table: "public.employees", Name: "ssn", Scope: cc.Scope, Mode: cc.Mode}, 2)
+	// Half of the rewrap, then a crash, then the rest.
+	o.BeforeCommit = func(n int) error {
+		if n == 3 {
+			return errCrash
+		}
+		return nil
+	}
+	if res, err := migrate.Rewrap(ctx, o); !errors.Is(err, errCrash) {
+		t.Fatalf("first rewrap: %+v %v", res, err)
+	}
+	if v := versions(); v[1] == 0 || v[2] != 1200 {
+		t.Fatalf("after the crash: versions %v, want 1200 at v2 and the rest at v1", v)
+	}
+	o.BeforeCommit = nil
+	res, err = migrate.Rewrap(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rewrap %+v", *res)
+	if !res.Resumed || res.Version != 2 || res.Remaining != 0 || res.Rows != 2700-1200 || res.Verified != 2700 {
+		t.Errorf("result %+v", *res)
+	}
+	if v := versions(); len(v) != 1 || v[2] != 2700 {
+		t.Fatalf("versions after rewrap %v, want all 2700 at v2", v)
+	}
+	checkEncrypted(t, e, c, cc, coltype.Text, want)
+	// Idempotent: nothing left to do.
+	res, err = migrate.Rewrap(ctx, o)
+	if err != nil || res.Rows != 0 {
+		t.Fatalf("second rewrap: %+v %v", res, err)
+	}
+	// A plaintext column is refused.
+	exec(t, c, `CREATE TABLE plain (id int PRIMARY KEY, ssn text)`)
+	o.Column = col("plain", "ssn", "text", "deterministic", "payroll:x")
+	if _, err := migrate.Rewrap(ctx, o); !errors.Is(err, migrate.ErrNotBytea) {
+		t.Errorf("rewrap of a text column: %v", err)
+	}
+}
+
+// waitVersion waits until the caches (agent, colkeys) serve version v as the newest.
+func waitVersion(t *testing.T, e *env, ck colkeys.Column, v uint32) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		e.keys.Forget()
+		s, err := e.keys.Sealer(context.Background(), identity, ck)
+		if err == nil && s.Version() == v {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("newest version never became %d: %v", v, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	e := setup(t)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, ssn text, note text, raw bytea)`)
+	exec(t, c, `INSERT INTO employees SELECT g, 's' || g, 'n' || g, 'plain'::bytea FROM generate_series(1, 50) g`)
+	ssn := col("public.employees", "ssn", "text", "deterministic", "payroll:employees.ssn")
+	if _, err := migrate.EncryptColumn(ctx, migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: ssn}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		cols     []config.Column
+		identity string
+		problems []string // substrings, one per expected problem
+	}{
+		{"good", []config.Column{ssn}, identity, nil},
+		{"missing column", []config.Column{ssn, col("employees", "nothere", "text", "randomized", "payroll:x")}, identity, []string{"no such table or column"}},
+		{"plaintext column", []config.Column{col("employees", "note", "text", "randomized", "payroll:x")}, identity, []string{"not bytea"}},
+		{"bytea holding plaintext", []config.Column{col("employees", "raw", "bytea", "randomized", "payroll:x")}, identity, []string{"not envelopes"}},
+		{"wrong scope", []config.Column{col("employees", "ssn", "text", "deterministic", "payroll:other")}, identity, []string{"another scope", "does not open"}},
+		{"identity without keys", []config.Column{ssn}, "db:carol", []string{"no encryption key"}},
+		{"twice", []config.Column{ssn, ssn}, identity, []string{"twice"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := migrate.Check(ctx, &config.Config{Columns: tc.cols}, c, e.keys, tc.identity)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := rep.String()
+			if rep.Problems() != len(tc.problems) {
+				t.Fatalf("%d problems, want %d:\n%s", rep.Problems(), len(tc.problems), out)
+			}
+			for _, p := range tc.problems {
+				if !strings.Contains(out, p) {
+					t.Errorf("report does not mention %q:\n%s", p, out)
+				}
+			}
+		})
+	}
+}
