@@ -12,8 +12,8 @@ type Session struct {
 	// TimeZone is the session's TimeZone (from ParameterStatus): it interprets timestamptz input
 	// without an offset and renders timestamptz text. nil means UTC.
 	TimeZone *time.Location
-	// DateStyle is the session's DateStyle as reported ("ISO, MDY"). Text output is implemented for
-	// the ISO style only; others make Render fail for date/time types rather than guess.
+	// DateStyle is the session's DateStyle as reported ("ISO, MDY"). Text output follows it (ISO,
+	// SQL, Postgres and German styles, day/month order); text input is ISO 8601 whatever it says.
 	DateStyle string
 }
 
@@ -24,11 +24,45 @@ func (s *Session) location() *time.Location {
 	return s.TimeZone
 }
 
-func (s *Session) checkDateStyle(t Type) error {
-	if s == nil || s.DateStyle == "" || strings.HasPrefix(strings.ToUpper(strings.TrimSpace(s.DateStyle)), "ISO") {
-		return nil
+// Output styles of DateStyle.
+const (
+	styleISO = iota
+	styleSQL
+	stylePostgres
+	styleGerman
+)
+
+// dateStyle parses the DateStyle setting as PostgreSQL reports it ("ISO, MDY", "SQL, DMY",
+// "Postgres, MDY", "German, DMY"): the output style and whether the day comes before the month.
+func (s *Session) dateStyle(t Type) (style int, dmy bool, err error) {
+	if s == nil || strings.TrimSpace(s.DateStyle) == "" {
+		return styleISO, false, nil
 	}
-	return &ValueError{Type: t, Format: TextFormat, Reason: fmt.Sprintf("DateStyle %q: only ISO output is implemented", s.DateStyle), Err: ErrUnsupported}
+	style = -1
+	for _, part := range strings.Split(s.DateStyle, ",") {
+		switch strings.ToUpper(strings.TrimSpace(part)) {
+		case "ISO":
+			style = styleISO
+		case "SQL":
+			style = styleSQL
+		case "POSTGRES":
+			style = stylePostgres
+		case "GERMAN":
+			style = styleGerman
+		case "DMY", "EURO", "EUROPEAN":
+			dmy = true
+		case "MDY", "US", "NONEURO", "NONEUROPEAN", "YMD":
+		default:
+			style = -2
+		}
+		if style == -2 {
+			break
+		}
+	}
+	if style < 0 {
+		return 0, false, &ValueError{Type: t, Format: TextFormat, Reason: fmt.Sprintf("DateStyle %q is not understood", s.DateStyle), Err: ErrUnsupported}
+	}
+	return style, dmy, nil
 }
 
 // CorruptError reports canonical bytes that do not decode. Canonical bytes come out of an

@@ -79,3 +79,39 @@ func TestTextCases(t *testing.T) {
 		})
 	}
 }
+
+func TestDateStyles(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		style string
+		t     Type
+		in    string
+		want  string
+	}{
+		{"ISO, MDY", Timestamptz, "2024-01-02 03:04:05.5+00", "2024-01-01 22:04:05.5-05"},
+		{"SQL, MDY", Date, "2024-01-02", "01/02/2024"},
+		{"SQL, DMY", Date, "2024-01-02", "02/01/2024"},
+		{"SQL, DMY", Timestamptz, "2024-07-02 03:04:05.5+00", "01/07/2024 23:04:05.5 EDT"},
+		{"Postgres, MDY", Timestamptz, "2024-01-02 03:04:05+00", "Mon Jan 01 22:04:05 2024 EST"},
+		{"Postgres, DMY", Timestamp, "2024-01-02 03:04:05", "Tue 02 Jan 03:04:05 2024"},
+		{"Postgres, MDY", Date, "0044-03-15 BC", "03-15-0044 BC"},
+		{"German, DMY", Timestamp, "2024-01-02 03:04:05.25", "02.01.2024 03:04:05.25"},
+	}
+	for _, c := range cases {
+		s := &Session{TimeZone: ny, DateStyle: c.style}
+		canon, err := Canonical(c.t, TextFormat, []byte(c.in), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Render(c.t, TextFormat, canon, s)
+		if err != nil || string(got) != c.want {
+			t.Errorf("%s %s %q: %q (%v), want %q", c.style, c.t, c.in, got, err, c.want)
+		}
+	}
+	if _, err := Render(Date, TextFormat, []byte{0, 0, 0, 0}, &Session{DateStyle: "Klingon"}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("unknown DateStyle: %v", err)
+	}
+}

@@ -431,18 +431,35 @@ func canonicalTimestamp(dst []byte, t Type, format int16, src []byte, s *Session
 	return appendInt64(dst, v), nil
 }
 
-// appendISODate appends YYYY-MM-DD (at least four year digits) and reports whether the year is BC.
-func appendISODate(dst []byte, jd int) ([]byte, bool) {
+// appendDateText appends a date in the DateStyle's form (EncodeDateOnly, without " BC") and reports
+// whether the year is BC.
+func appendDateText(dst []byte, jd int, style int, dmy bool) ([]byte, bool) {
 	y, m, d := j2date(jd)
 	bc := y <= 0
 	if bc {
 		y = 1 - y
 	}
-	dst = appendPadded(dst, y, 4)
-	dst = append(dst, '-')
-	dst = appendPadded(dst, m, 2)
-	dst = append(dst, '-')
-	return appendPadded(dst, d, 2), bc
+	first, second, sep := m, d, byte('/')
+	if dmy {
+		first, second = d, m
+	}
+	switch style {
+	case styleISO:
+		dst = appendPadded(dst, y, 4)
+		dst = append(dst, '-')
+		dst = appendPadded(dst, m, 2)
+		dst = append(dst, '-')
+		return appendPadded(dst, d, 2), bc
+	case styleGerman:
+		first, second, sep = d, m, '.'
+	case stylePostgres:
+		sep = '-'
+	}
+	dst = appendPadded(dst, first, 2)
+	dst = append(dst, sep)
+	dst = appendPadded(dst, second, 2)
+	dst = append(dst, sep)
+	return appendPadded(dst, y, 4), bc
 }
 
 func appendPadded(dst []byte, v, width int) []byte {
@@ -461,7 +478,8 @@ func renderDate(dst []byte, format int16, canon []byte, s *Session) ([]byte, err
 	if format == BinaryFormat {
 		return append(dst, canon...), nil
 	}
-	if err := s.checkDateStyle(Date); err != nil {
+	style, dmy, err := s.dateStyle(Date)
+	if err != nil {
 		return dst, err
 	}
 	switch d := int32(binary.BigEndian.Uint32(canon)); d {
@@ -470,13 +488,18 @@ func renderDate(dst []byte, format int16, canon []byte, s *Session) ([]byte, err
 	case dateNegInfinity:
 		return append(dst, "-infinity"...), nil
 	default:
-		out, bc := appendISODate(dst, int(d)+postgresEpochJDate)
+		out, bc := appendDateText(dst, int(d)+postgresEpochJDate, style, dmy)
 		if bc {
 			out = append(out, " BC"...)
 		}
 		return out, nil
 	}
 }
+
+var (
+	dayNames   = [7]string{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}
+	monthNames = [12]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+)
 
 func renderTimestamp(dst []byte, t Type, format int16, canon []byte, s *Session) ([]byte, error) {
 	if len(canon) != 8 {
@@ -485,7 +508,8 @@ func renderTimestamp(dst []byte, t Type, format int16, canon []byte, s *Session)
 	if format == BinaryFormat {
 		return append(dst, canon...), nil
 	}
-	if err := s.checkDateStyle(t); err != nil {
+	style, dmy, err := s.dateStyle(t)
+	if err != nil {
 		return dst, err
 	}
 	v := int64(binary.BigEndian.Uint64(canon))
@@ -496,14 +520,58 @@ func renderTimestamp(dst []byte, t Type, format int16, canon []byte, s *Session)
 		return append(dst, "-infinity"...), nil
 	}
 	var off int64
+	var abbrev string
 	if t == Timestamptz {
-		off = offsetAt(s.location(), v)
+		off, abbrev = zoneAt(s.location(), v)
 	}
 	wall := v + off*usPerSec
 	days := floorDiv(wall, usPerDay)
 	us := wall - days*usPerDay
-	dst, bc := appendISODate(dst, int(days)+postgresEpochJDate)
-	dst = append(dst, ' ')
+	jd := int(days) + postgresEpochJDate
+	var bc bool
+	if style == stylePostgres { // "Tue Jan 02 03:04:05.5 2024 EST" (DMY: "Tue 02 Jan ...")
+		y, m, d := j2date(jd)
+		bc = y <= 0
+		if bc {
+			y = 1 - y
+		}
+		dst = append(dst, dayNames[(jd+1)%7]...)
+		dst = append(dst, ' ')
+		if dmy {
+			dst = appendPadded(dst, d, 2)
+			dst = append(dst, ' ')
+			dst = append(dst, monthNames[m-1]...)
+		} else {
+			dst = append(dst, monthNames[m-1]...)
+			dst = append(dst, ' ')
+			dst = appendPadded(dst, d, 2)
+		}
+		dst = append(dst, ' ')
+		dst = appendClock(dst, us)
+		dst = append(dst, ' ')
+		dst = appendPadded(dst, y, 4)
+	} else {
+		dst, bc = appendDateText(dst, jd, style, dmy)
+		dst = append(dst, ' ')
+		dst = appendClock(dst, us)
+	}
+	if t == Timestamptz {
+		if style == styleISO {
+			dst = appendOffset(dst, off)
+		} else {
+			// The other styles print the zone's abbreviation (EncodeDateTime's tzn).
+			dst = append(dst, ' ')
+			dst = append(dst, abbrev...)
+		}
+	}
+	if bc {
+		dst = append(dst, " BC"...)
+	}
+	return dst, nil
+}
+
+// appendClock appends HH:MM:SS and the fraction without trailing zeros (AppendTimestampSeconds).
+func appendClock(dst []byte, us int64) []byte {
 	secs := us / usPerSec
 	dst = appendPadded(dst, int(secs/3600), 2)
 	dst = append(dst, ':')
@@ -519,13 +587,13 @@ func renderTimestamp(dst []byte, t Type, format int16, canon []byte, s *Session)
 		dst = append(dst, '.')
 		dst = append(dst, f...)
 	}
-	if t == Timestamptz {
-		dst = appendOffset(dst, off)
-	}
-	if bc {
-		dst = append(dst, " BC"...)
-	}
-	return dst, nil
+	return dst
+}
+
+// zoneAt is the offset (seconds east) and abbreviation of loc at the instant us.
+func zoneAt(loc *time.Location, us int64) (int64, string) {
+	name, off := time.Unix(floorDiv(us, usPerSec)+unixEpochAt2000, 0).In(loc).Zone()
+	return int64(off), name
 }
 
 // appendOffset is EncodeTimezone: +HH, +HH:MM when minutes are non-zero, +HH:MM:SS when seconds are.

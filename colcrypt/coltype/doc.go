@@ -36,19 +36,21 @@
 //
 // Input follows PostgreSQL 15's input functions (surrounding white space, signs, "t"/"yes"/"on",
 // NaN and Infinity spellings, uuid with or without hyphens and braces, bytea hex and escape formats,
-// ISO 8601 dates and times with any numeric offset or a tz database zone name, BC years). Deliberately
-// not accepted, with an error wrapping [ErrUnsupported]: date orders that depend on DateStyle
-// ("01/02/2024"), time zone abbreviations ("CET": PostgreSQL's abbreviation table and the tz
-// database disagree on them), and relative values ("now", "today"), which would freeze the proxy's
-// clock into the stored value. Timestamptz input without an offset is read in the session's TimeZone
-// with PostgreSQL's rules for skipped and repeated local times. The tests hold this to PostgreSQL
-// itself: tables of cases, and hundreds of random and mutated inputs per run (tens of thousands with
-// other seeds while it was written), must be accepted or refused exactly as PostgreSQL does and give
-// its value. Inputs that only PostgreSQL 16
-// and later accept (digit separators "1_000", non-decimal integers "0x1F") are refused.
+// ISO 8601 dates and times with any numeric offset or a tz database zone name, BC years).
+// Deliberately not accepted, with an error wrapping [ErrUnsupported]: date orders that depend on
+// DateStyle ("01/02/2024", whatever the DateStyle), time zone abbreviations ("CET": PostgreSQL's
+// abbreviation table and the tz database disagree on them), and relative values ("now", "today"),
+// which would freeze the proxy's clock into the stored value. Timestamptz input without an offset
+// is read in the session's TimeZone with PostgreSQL's rules for skipped and repeated local times.
+// The tests hold this to PostgreSQL itself: tables of cases, and hundreds of random and mutated
+// inputs per run (tens of thousands with other seeds while it was written), must be accepted or
+// refused exactly as PostgreSQL does and give its value. Inputs that only PostgreSQL 16 and later
+// accept (digit separators "1_000", non-decimal integers "0x1F") are refused.
 //
-// Text output ([Render]) is PostgreSQL's own output for the type with DateStyle ISO (other
-// DateStyles are refused, not guessed), timestamptz in the session TimeZone, float8 in the shortest
+// Text output ([Render]) is PostgreSQL's own output for the type: dates and timestamps in the
+// session's DateStyle (ISO, SQL, Postgres or German, with its day/month order; time zone
+// abbreviations come from the tz database, as PostgreSQL's do), timestamptz in the session TimeZone
+// ([LoadTimeZone] reads the name PostgreSQL reports), float8 in the shortest
 // exact form (extra_float_digits >= 1, the default since PostgreSQL 12; extra_float_digits is not
 // reported to clients, so a session that lowers it is not followed) and bytea in hex (bytea_output is
 // not reported either). Binary output is the canonical encoding itself.

@@ -68,6 +68,7 @@ func TestAgainstPostgres(t *testing.T) {
 	}
 	t.Run("literals", func(t *testing.T) { literalsAgainstPostgres(t, queryOIDs) })
 	t.Run("time zones", func(t *testing.T) { timeZonesAgainstPostgres(t, query) })
+	t.Run("date styles", func(t *testing.T) { dateStylesAgainstPostgres(t, query) })
 	t.Run("catalog", func(t *testing.T) {
 		for _, ty := range Types() {
 			got, err := query("", "SELECT oid::text || ' ' || typlen::text FROM pg_type WHERE oid = $1::regtype", TextFormat, ty.String())
@@ -219,5 +220,44 @@ func timeZonesAgainstPostgres(t *testing.T, query func(tz, sql string, format in
 				t.Fatalf("TimeZone %q: ours %q (%v), PostgreSQL %q", name, ours, err, pgOut)
 			}
 		})
+	}
+}
+
+// dateStylesAgainstPostgres renders dates and timestamps in every DateStyle and compares with
+// PostgreSQL's output under the same setting.
+func dateStylesAgainstPostgres(t *testing.T, query func(tz, sql string, format int16, args ...string) ([]byte, error)) {
+	defer query("", "SELECT set_config('DateStyle', 'ISO, MDY', false)", TextFormat)
+	values := []struct {
+		t  Type
+		in string
+	}{
+		{Date, "2024-01-02"}, {Date, "0044-03-15 BC"}, {Date, "infinity"}, {Date, "10000-12-31"},
+		{Timestamp, "2024-01-02 03:04:05.5"}, {Timestamp, "0044-03-15 12:00:00 BC"}, {Timestamp, "2024-02-29 00:00:00"},
+		{Timestamptz, "2024-07-02 03:04:05.123+00"}, {Timestamptz, "2024-01-07 23:59:59+00"}, {Timestamptz, "1850-01-01 00:00:00+00"},
+		{Timestamptz, "0044-03-15 12:00:00+00 BC"}, {Timestamptz, "-infinity"},
+	}
+	for _, style := range []string{"ISO, MDY", "ISO, DMY", "SQL, MDY", "SQL, DMY", "Postgres, MDY", "Postgres, DMY", "German, DMY", "German, MDY"} {
+		for _, tz := range []string{"UTC", "America/New_York", "Asia/Kolkata", "Europe/Paris"} {
+			reported, err := query(tz, "SELECT set_config('DateStyle', $1, false)", TextFormat, style)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loc, _ := LoadTimeZone(tz)
+			s := &Session{TimeZone: loc, DateStyle: string(reported)}
+			for _, v := range values {
+				pg, err := query(tz, fmt.Sprintf("SELECT $1::%s", v.t), TextFormat, v.in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				canon, err := Canonical(v.t, TextFormat, []byte(v.in), s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours, err := Render(v.t, TextFormat, canon, s)
+				if err != nil || string(ours) != string(pg) {
+					t.Errorf("DateStyle %q, TimeZone %s, %s %q: ours %q (%v), PostgreSQL %q", reported, tz, v.t, v.in, ours, err, pg)
+				}
+			}
+		}
 	}
 }
