@@ -237,7 +237,7 @@ func moduleOrder(t *testing.T, modDir string, want []string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := map[string][]string{}  // path -> dependency paths
+	deps := map[string][]string{} // path -> dependency paths
 	byName := map[string]string{} // normalized name -> path
 	for _, line := range strings.Split(string(data), "\n") {
 		path, rest, ok := strings.Cut(line, ":")
@@ -342,4 +342,3 @@ func randHex(t *testing.T, n int) string {
 	}
 	return hex.EncodeToString(b)
 }
-
