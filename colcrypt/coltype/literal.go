@@ -129,14 +129,17 @@ func castType(col Type, name string) (Type, typeMod, error) {
 }
 
 // explicitCast converts a number or bool constant for an explicit cast. Explicit casts allow what
-// assignment allows plus int <-> bool.
+// assignment allows plus int4 <-> bool (the only integer type PostgreSQL casts to and from bool).
 func explicitCast(to, from Type, canon []byte, s *Session) ([]byte, error) {
-	if from == Int4 && to == Bool {
+	switch {
+	case from == Int4 && to == Bool:
 		v, _ := readInt(Int4, canon)
 		if v != 0 {
 			return []byte{1}, nil
 		}
 		return []byte{0}, nil
+	case from == Bool && to == Int4 && len(canon) == 1:
+		return appendInt(nil, Int4, int64(canon[0])), nil
 	}
 	return Convert(to, from, canon, s)
 }

@@ -77,6 +77,10 @@ var literalCases = []literalCase{
 	{col: Bool, lit: num("1", ""), err: true},
 	{col: Bool, lit: num("1", "bool"), want: "t"},
 	{col: Bool, lit: num("0", "boolean"), want: "f"},
+	{col: Int4, lit: Literal{Kind: BoolLiteral, Value: "true", Cast: "int4"}, want: "1"},
+	{col: Int8, lit: Literal{Kind: BoolLiteral, Value: "false", Cast: "integer"}, want: "0"},
+	{col: Int8, lit: Literal{Kind: BoolLiteral, Value: "true", Cast: "int8"}, err: true},
+	{col: Int4, lit: num("2", "int2"), want: "2"},
 	// Type modifiers in casts.
 	{col: Text, lit: str("abcdef", "varchar(3)"), want: "abc"},
 	{col: Text, lit: str("héllo", "character varying(2)"), want: "hé"},
