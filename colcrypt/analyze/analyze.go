@@ -142,6 +142,10 @@ func (a *analyzer) needsAnalysis(tree *pg.ParseResult) bool {
 			if s.DiscardStmt.Target == pg.DiscardMode_DISCARD_ALL {
 				return true
 			}
+		case *pg.Node_VariableSetStmt:
+			if setsSearchPath(s.VariableSetStmt) {
+				return true
+			}
 		}
 		rangeVars(raw.Stmt, func(rv *pg.RangeVar) bool {
 			if t := a.lookup(rv.Schemaname, rv.Relname); t != nil && t.Protected() {
@@ -206,8 +210,23 @@ func (a *analyzer) statement(n *pg.Node) {
 	case *pg.Node_DiscardStmt:
 		if s.DiscardStmt.Target == pg.DiscardMode_DISCARD_ALL {
 			a.stmt.Deallocate = &Deallocate{All: true}
+			a.stmt.SearchPath = &SearchPath{Default: true}
 			a.work = true
 		}
+	case *pg.Node_VariableSetStmt:
+		v := s.VariableSetStmt
+		if !setsSearchPath(v) {
+			return
+		}
+		sp := &SearchPath{Local: v.IsLocal, Default: v.Kind != pg.VariableSetKind_VAR_SET_VALUE}
+		if !sp.Default {
+			sp.Schemas = []string{}
+			for _, arg := range v.Args {
+				sp.Schemas = append(sp.Schemas, arg.GetAConst().GetSval().GetSval())
+			}
+		}
+		a.stmt.SearchPath = sp
+		a.work = true
 	case *pg.Node_ExplainStmt:
 		// EXPLAIN ANALYZE runs the statement, and a plain EXPLAIN would show the plaintext
 		// constants in its plan: both get the statement's own edits and refusals.
@@ -241,7 +260,7 @@ func (a *analyzer) statement(n *pg.Node) {
 		}
 	case *pg.Node_IndexStmt:
 		a.indexStmt(s.IndexStmt)
-	case *pg.Node_TransactionStmt, *pg.Node_VariableSetStmt, *pg.Node_VariableShowStmt,
+	case *pg.Node_TransactionStmt, *pg.Node_VariableShowStmt,
 		*pg.Node_TruncateStmt, *pg.Node_VacuumStmt, *pg.Node_LockStmt, *pg.Node_DropStmt,
 		*pg.Node_GrantStmt, *pg.Node_GrantRoleStmt, *pg.Node_CommentStmt, *pg.Node_ClusterStmt,
 		*pg.Node_ReindexStmt, *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt, *pg.Node_ListenStmt,
@@ -300,4 +319,14 @@ func stmtName(n *pg.Node) string {
 		return name[len(prefix):]
 	}
 	return name
+}
+
+func setsSearchPath(v *pg.VariableSetStmt) bool {
+	switch v.Kind {
+	case pg.VariableSetKind_VAR_RESET_ALL:
+		return true
+	case pg.VariableSetKind_VAR_SET_VALUE, pg.VariableSetKind_VAR_SET_DEFAULT, pg.VariableSetKind_VAR_RESET:
+		return v.Name == "search_path"
+	}
+	return false
 }

@@ -112,7 +112,7 @@ func TestPass(t *testing.T) {
 		{name: "update set col = col", sql: "UPDATE employees SET ssn = ssn WHERE id = 1", action: Pass},
 		{name: "compare with null", sql: "SELECT id FROM employees WHERE ssn = NULL", action: Pass},
 		{name: "truncate", sql: "TRUNCATE employees", action: Pass},
-		{name: "transaction", sql: "BEGIN; SET search_path TO public; COMMIT", action: Pass},
+		{name: "transaction", sql: "BEGIN; SET statement_timeout = 5; COMMIT", action: Pass},
 		{name: "drop", sql: "DROP TABLE employees", action: Pass},
 		{name: "vacuum analyze", sql: "VACUUM ANALYZE employees", action: Pass},
 		{name: "alter not null", sql: "ALTER TABLE employees ALTER COLUMN ssn SET NOT NULL, ADD COLUMN x int", action: Pass},
@@ -717,4 +717,19 @@ func TestEditsSortedAndDisjoint(t *testing.T) {
 		t.Fatal("edits not sorted")
 	}
 	checkRenders(t, sql, p)
+}
+
+func TestSearchPathChanges(t *testing.T) {
+	p := Analyze(`SET search_path TO hr, "My Schema", '$user'; SET LOCAL search_path = DEFAULT; RESET search_path; RESET ALL; SET work_mem = '1MB'`, testCatalog(), Options{})
+	if p.Action != Rewrite || len(p.Statements) != 5 {
+		t.Fatalf("plan %v %v", p.Action, p.Refusal)
+	}
+	var got []string
+	for _, st := range p.Statements {
+		got = append(got, fmt.Sprintf("%+v", st.SearchPath))
+	}
+	want := `[&{Schemas:[hr My Schema $user] Default:false Local:false} &{Schemas:[] Default:true Local:true} &{Schemas:[] Default:true Local:false} &{Schemas:[] Default:true Local:false} <nil>]`
+	if fmt.Sprint(got) != want {
+		t.Fatalf("got  %v\nwant %s", got, want)
+	}
 }

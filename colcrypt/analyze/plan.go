@@ -164,6 +164,17 @@ type Statement struct {
 	Prepare    *Prepare    // PREPARE name AS ...
 	Execute    *Execute    // EXECUTE name(...)
 	Deallocate *Deallocate // DEALLOCATE name | ALL, DISCARD ALL
+	SearchPath *SearchPath // SET / RESET search_path, RESET ALL, DISCARD ALL
+}
+
+// SearchPath reports a change of search_path made by the statement. Plans depend on the search path
+// (Options.SearchPath), and PostgreSQL does not report it to clients, so the caller follows these
+// changes (or asks the server with SHOW search_path) before analyzing the session's next texts.
+// Changes made by set_config() or by functions are not seen.
+type SearchPath struct {
+	Schemas []string // the new path as written ("$user" not substituted); nil when Default
+	Default bool     // back to the server's default (SET ... TO DEFAULT, RESET, DISCARD ALL)
+	Local   bool     // SET LOCAL: until the end of the current transaction
 }
 
 // Prepare is an SQL-level PREPARE. The caller keeps it per session, under Name (replacing any

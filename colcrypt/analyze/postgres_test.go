@@ -152,3 +152,66 @@ func TestMatchFindsEveryVersion(t *testing.T) {
 		})
 	}
 }
+
+// TestPrepareExecuteOnPostgres runs SQL-level PREPARE and EXECUTE rewrites, bound with
+// Execute.Bind, and finds the written value through a prepared search.
+func TestPrepareExecuteOnPostgres(t *testing.T) {
+	db := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, db.UserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, schemaDDL); err != nil {
+		t.Fatal(err)
+	}
+	cat := testCatalog()
+	seal := func(v *Value) ([][]byte, error) {
+		if v.Role == Write {
+			return [][]byte{[]byte("v1:" + v.Literal.Value)}, nil
+		}
+		return [][]byte{[]byte("v2:" + v.Literal.Value), []byte("v1:" + v.Literal.Value)}, nil
+	}
+	prepared := map[string]*Prepare{}
+	exec := func(sql string) [][][]byte {
+		t.Helper()
+		p := Analyze(sql, cat, Options{})
+		if p.Action == Refuse {
+			t.Fatalf("%s: %v", sql, p.Refusal)
+		}
+		edits := p.Edits
+		for _, st := range p.Statements {
+			if st.Prepare != nil {
+				prepared[st.Prepare.Name] = st.Prepare
+			}
+			if st.Execute != nil {
+				ed, ref := st.Execute.Bind(prepared[st.Execute.Name])
+				if ref != nil {
+					t.Fatal(ref)
+				}
+				edits = append(edits, ed...)
+			}
+		}
+		out, err := Render(sql, edits, seal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := conn.PgConn().Exec(ctx, out).ReadAll()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return res[len(res)-1].Rows
+	}
+	exec("PREPARE ins(int, text, numeric) AS INSERT INTO employees (id, ssn, salary) VALUES ($1, $2, $3)")
+	exec("EXECUTE ins(4, 'd', 10.5); EXECUTE ins(5, 'e', -1)")
+	exec("PREPARE q(varchar) AS SELECT id FROM employees WHERE ssn = $1 OR ssn IS NOT DISTINCT FROM $2")
+	rows := exec("EXECUTE q('e', NULL)")
+	if len(rows) != 1 || string(rows[0][0]) != "5" {
+		t.Fatalf("rows %q", rows)
+	}
+	if rows := exec("SELECT ssn FROM employees WHERE id = 4"); len(rows) != 1 || string(rows[0][0]) != `\x76313a64` {
+		t.Fatalf("stored %q, want the Write envelope v1:d", rows)
+	}
+}
