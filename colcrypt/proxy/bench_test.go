@@ -38,7 +38,7 @@ func benchLine(t *testing.T, scenario string, keyward, baseline float64, unit, g
 }
 
 // startPgbouncer runs PgBouncer in session mode in front of pg, as the unprivileged test user.
-func startPgbouncer(t *testing.T, pg *testenv.PG) string {
+func startPgbouncer(t *testing.T, pg *testenv.PG) (dsn string, pid int) {
 	t.Helper()
 	bin := testenv.Require(t, "pgbouncer")
 	dir := testenv.SharedDir(t)
@@ -80,7 +80,7 @@ log_disconnections = 0
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	dsn := strings.Replace(pg.UserDSN(), fmt.Sprintf("%s:%d", pg.Host, pg.Port), addr, 1)
+	dsn = strings.Replace(pg.UserDSN(), fmt.Sprintf("%s:%d", pg.Host, pg.Port), addr, 1)
 	waitFor(t, 10*time.Second, "pgbouncer up", func() bool {
 		c, err := pgconn.Connect(context.Background(), dsn)
 		if err != nil {
@@ -89,24 +89,56 @@ log_disconnections = 0
 		c.Close(context.Background())
 		return true
 	})
-	return dsn
+	return dsn, cmd.Process.Pid
 }
 
-var tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+// cpuTime returns the user+system CPU time a process has used (Linux /proc, clock ticks of 10ms).
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fields after the parenthesised command name; utime and stime are fields 14 and 15
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
 
+var (
+	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	txRe  = regexp.MustCompile(`actually processed: ([0-9]+)`)
+)
+
+// pgbenchTPS runs pgbench -S and returns its TPS; with cpuPid > 0, also the CPU time process cpuPid
+// spent per transaction meanwhile (robust to the noise of a shared machine, unlike TPS).
 func pgbenchTPS(t *testing.T, pg *testenv.PG, dsn, mode string, secs int) float64 {
+	tps, _ := pgbenchCPU(t, pg, dsn, mode, secs, 0)
+	return tps
+}
+
+func pgbenchCPU(t *testing.T, pg *testenv.PG, dsn, mode string, secs int, cpuPid int) (tps float64, cpuPerTx time.Duration) {
+	var cpu0 time.Duration
+	if cpuPid > 0 {
+		cpu0 = cpuTime(t, cpuPid)
+	}
 	t.Helper()
 	out, err := exec.Command(filepath.Join(pg.BinDir, "pgbench"), "-S", "-n", "-M", mode, "-c", "8", "-j", "2",
 		"-T", strconv.Itoa(secs), dsn).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgbench: %v\n%s", err, out)
 	}
-	m := tpsRe.FindSubmatch(out)
-	if m == nil {
+	m, n := tpsRe.FindSubmatch(out), txRe.FindSubmatch(out)
+	if m == nil || n == nil {
 		t.Fatalf("no tps in pgbench output:\n%s", out)
 	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if cpuPid > 0 {
+		txs, _ := strconv.ParseInt(string(n[1]), 10, 64)
+		cpuPerTx = (cpuTime(t, cpuPid) - cpu0) / time.Duration(max(txs, 1))
+	}
+	return tps, cpuPerTx
 }
 
 func median(v []float64) float64 {
@@ -122,7 +154,7 @@ func TestBenchPgbench(t *testing.T) {
 	pg := testenv.Postgres(t, testenv.WithSetting("shared_buffers", "256MB"))
 	e := startProxy(t, pg, nil)
 	hooked := startProxy(t, pg, func(c *proxy.Config) { c.Interceptor = passInterceptor{} })
-	bouncer := startPgbouncer(t, pg)
+	bouncer, bouncerPid := startPgbouncer(t, pg)
 	direct := pg.UserDSN()
 	viaProxy := e.DSN(pg, pg.User, pg.Password)
 	if out, err := exec.Command(filepath.Join(pg.BinDir, "pgbench"), "-i", "-q", "-s", "10", direct).CombinedOutput(); err != nil {
@@ -133,13 +165,19 @@ func TestBenchPgbench(t *testing.T) {
 		secs, rounds = 5, 1
 	}
 	for _, mode := range []string{"simple", "extended", "prepared"} {
-		var d, p, b []float64
+		var d, p, b, pc, bc []float64
 		for r := 0; r < rounds; r++ {
 			// rotate the order each round so no target always runs first
 			targets := []func(){
 				func() { d = append(d, pgbenchTPS(t, pg, direct, mode, secs)) },
-				func() { p = append(p, pgbenchTPS(t, pg, viaProxy, mode, secs)) },
-				func() { b = append(b, pgbenchTPS(t, pg, bouncer, mode, secs)) },
+				func() {
+					tps, cpu := pgbenchCPU(t, pg, viaProxy, mode, secs, os.Getpid())
+					p, pc = append(p, tps), append(pc, float64(cpu.Nanoseconds())/1000)
+				},
+				func() {
+					tps, cpu := pgbenchCPU(t, pg, bouncer, mode, secs, bouncerPid)
+					b, bc = append(b, tps), append(bc, float64(cpu.Nanoseconds())/1000)
+				},
 			}
 			for i := range targets {
 				targets[(i+r)%len(targets)]()
@@ -148,6 +186,8 @@ func TestBenchPgbench(t *testing.T) {
 		md, mp, mb := median(d), median(p), median(b)
 		benchLine(t, "proxy pgbench -S "+mode+" vs pgbouncer", mp, mb, "tps", ">=0.9", mp >= 0.9*mb)
 		benchLine(t, "proxy pgbench -S "+mode+" direct", md, 0, "tps", "report", true)
+		// CPU the proxy process spent per transaction, against PgBouncer's (lower is better).
+		benchLine(t, "proxy pgbench -S "+mode+" cpu per tx vs pgbouncer", median(pc), median(bc), "us", "report", true)
 		benchLine(t, "proxy pgbench -S "+mode+" vs direct", mp, md, "tps", "report", true)
 		// The bookkeeping path (an Interceptor whose hooks pass everything), one run for scale.
 		ph := pgbenchTPS(t, pg, hooked.DSN(pg, pg.User, pg.Password), mode, secs)

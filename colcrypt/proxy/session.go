@@ -515,7 +515,6 @@ func newSecret(n int) ([]byte, error) {
 	return b, err
 }
 
-
 // addrString formats a peer address; unix-socket peers are usually unnamed.
 func addrString(a net.Addr) string {
 	if a == nil || a.String() == "" {

@@ -527,4 +527,3 @@ func (t *tracker) commandTag(body []byte) {
 		clear(t.portals)
 	}
 }
-
