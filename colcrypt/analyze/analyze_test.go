@@ -253,6 +253,12 @@ var writeCases = []planCase{
 		want:   "INSERT INTO hr.people (email) VALUES ({W:email=a@b})",
 	},
 	{
+		name:   "psycopg2 bytea literal",
+		sql:    `INSERT INTO hr.people (id, badge) VALUES (1, '\x00ff'::bytea), (2, $$\x01$$)`,
+		action: Rewrite,
+		want:   `INSERT INTO hr.people (id, badge) VALUES (1, {W:badge=\x00ff::bytea}), (2, {W:badge=\x01})`,
+	},
+	{
 		name:   "boolean and jsonb-like untyped literal",
 		sql:    `INSERT INTO employees (note) VALUES ('{"a": 1}')`,
 		action: Rewrite,

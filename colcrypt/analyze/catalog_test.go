@@ -36,6 +36,7 @@ func testCatalog() memCatalog {
 		{Schema: "hr", Name: "people", Columns: []Column{
 			{Name: "id", Attnum: 1},
 			{Name: "email", Attnum: 2, Protection: prot(coltype.Text, Deterministic, "hr:people.email")},
+			{Name: "badge", Attnum: 3, Protection: prot(coltype.Bytea, Randomized, "hr:people.badge")},
 		}},
 	}
 	m := memCatalog{}
