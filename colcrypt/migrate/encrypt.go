@@ -323,6 +323,7 @@ func (r *runner) copy(ctx context.Context, p *progressRow) error {
 		return fmt.Errorf("migrate: count rows: %w", err)
 	}
 	total := r.total + p.done
+	r.total = total
 	done := p.done
 	last := p.lastKey
 	r.report(PhaseCopy, done, total)
@@ -376,6 +377,7 @@ func (r *runner) copy(ctx context.Context, p *progressRow) error {
 		if done > total {
 			total = done
 		}
+		r.total = total
 		r.report(PhaseCopy, done, total)
 		if err := r.pace.wait(ctx, n); err != nil {
 			return err

@@ -131,10 +131,28 @@ func checkEncrypted(t *testing.T, e *env, c *pgx.Conn, cc config.Column, typ col
 
 func strp(s string) *string { return &s }
 
+// TestMigrate runs every scenario against one Postgres and key stack (starting them takes most of
+// the time). Each scenario starts from an empty schema; the rotation comes last.
+func TestMigrate(t *testing.T) {
+	e := setup(t)
+	t.Run("EncryptColumnCrashResumeConcurrentWrites", func(t *testing.T) { testEncryptColumnCrashResumeConcurrentWrites(t, e) })
+	t.Run("EncryptColumnTypesAndModes", func(t *testing.T) { testEncryptColumnTypesAndModes(t, e) })
+	t.Run("EncryptColumnRefusals", func(t *testing.T) { testEncryptColumnRefusals(t, e) })
+	t.Run("Check", func(t *testing.T) { testCheck(t, e) })
+	t.Run("RewrapAfterRotation", func(t *testing.T) { testRewrapAfterRotation(t, e) })
+}
+
+// fresh drops what earlier scenarios left.
+func fresh(t *testing.T, e *env) {
+	t.Helper()
+	c := e.conn(t)
+	exec(t, c, `DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA IF EXISTS hr CASCADE`)
+}
+
 // TestEncryptColumnCrashResumeConcurrentWrites converts 20k rows: the first run dies inside its
 // sixth batch, the second resumes while another session inserts, updates, deletes and nulls rows.
-func TestEncryptColumnCrashResumeConcurrentWrites(t *testing.T) {
-	e := setup(t)
+func testEncryptColumnCrashResumeConcurrentWrites(t *testing.T, e *env) {
+	fresh(t, e)
 	c := e.conn(t)
 	ctx := context.Background()
 	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, name text, ssn text NOT NULL DEFAULT '' , salary numeric)`)
@@ -269,8 +287,8 @@ func TestEncryptColumnCrashResumeConcurrentWrites(t *testing.T) {
 
 // TestEncryptColumnTypesAndModes converts columns of several declared types in each mode, with a
 // composite primary key and NULLs, and checks each value against the original.
-func TestEncryptColumnTypesAndModes(t *testing.T) {
-	e := setup(t)
+func testEncryptColumnTypesAndModes(t *testing.T, e *env) {
+	fresh(t, e)
 	c := e.conn(t)
 	ctx := context.Background()
 	exec(t, c, `CREATE SCHEMA hr`)
@@ -355,8 +373,8 @@ func TestEncryptColumnTypesAndModes(t *testing.T) {
 	}
 }
 
-func TestEncryptColumnRefusals(t *testing.T) {
-	e := setup(t)
+func testEncryptColumnRefusals(t *testing.T, e *env) {
+	fresh(t, e)
 	c := e.conn(t)
 	ctx := context.Background()
 	exec(t, c, `CREATE TABLE nopk (a text, b text)`)
@@ -417,8 +435,8 @@ func TestEncryptColumnRefusals(t *testing.T) {
 }
 
 // TestRewrapAfterRotation encrypts, rotates the keyring, rewraps, and checks versions and values.
-func TestRewrapAfterRotation(t *testing.T) {
-	e := setup(t)
+func testRewrapAfterRotation(t *testing.T, e *env) {
+	fresh(t, e)
 	c := e.conn(t)
 	ctx := context.Background()
 	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, ssn text)`)
@@ -511,8 +529,8 @@ func waitVersion(t *testing.T, e *env, ck colkeys.Column, v uint32) {
 	}
 }
 
-func TestCheck(t *testing.T) {
-	e := setup(t)
+func testCheck(t *testing.T, e *env) {
+	fresh(t, e)
 	c := e.conn(t)
 	ctx := context.Background()
 	exec(t, c, `CREATE TABLE employees (id bigint PRIMARY KEY, ssn text, note text, raw bytea)`)

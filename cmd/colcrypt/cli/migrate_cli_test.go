@@ -1,0 +1,368 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/keyagent/client"
+	"github.com/keyward/keyward/testenv"
+)
+
+const migratePolicy = `version: 1
+principals:
+  colcrypt: {uid: %[3]d, exe: %[1]s, act_for: ["db:*"]}
+  tester:   {uid: %[3]d, exe: %[2]s, act_for: ["db:*"]}
+roles:
+  payroll: {grants: [{scopes: ["payroll:*"], ops: [encrypt, decrypt]}]}
+members:
+  "db:keyward": [payroll]
+cache: {ttl: 1s, offline_grace: 0s, max_keys: 64}
+`
+
+// migrateStack is Postgres, a key service on SoftHSM, an agent that serves the built colcrypt
+// binary and this test binary, and a colcrypt.yaml.
+type migrateStack struct {
+	pg     *testenv.PG
+	ks     *testenv.KeyService
+	keys   *colkeys.Keys
+	bin    string
+	config string
+	dir    string
+	conn   *pgx.Conn
+	socket string
+}
+
+func startMigrateStack(t *testing.T) *migrateStack {
+	t.Helper()
+	s := &migrateStack{dir: t.TempDir()}
+	s.pg = testenv.Postgres(t)
+	s.bin = testenv.Binary(t, "colcrypt")
+	bin, _ := filepath.EvalSymlinks(s.bin)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ = filepath.EvalSymlinks(self)
+	s.ks = testenv.StartKeyService(t, testenv.KeyServiceOptions{Keyrings: []string{"payroll"}})
+	agent := testenv.StartAgent(t, testenv.AgentOptions{
+		Policy:      fmt.Sprintf(migratePolicy, bin, self, os.Getuid()),
+		KeyServices: []*testenv.KeyService{s.ks},
+	})
+	ac := client.New(agent.Socket)
+	t.Cleanup(func() { ac.Close() })
+	s.keys = colkeys.New(colkeys.Config{Agent: ac, TTL: 200 * time.Millisecond})
+	t.Cleanup(s.keys.Close)
+	s.socket = agent.Socket
+	s.config = s.writeConfig(t, agent.Socket, "")
+	s.conn, err = pgx.Connect(context.Background(), s.pg.UserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.conn.Close(context.Background()) })
+	return s
+}
+
+func (s *migrateStack) writeConfig(t *testing.T, socket, extra string) string {
+	t.Helper()
+	p := filepath.Join(s.dir, fmt.Sprintf("colcrypt-%d.yaml", time.Now().UnixNano()))
+	y := fmt.Sprintf(`version: 1
+upstream: {host: 127.0.0.1, port: %d, tls: disable}
+agent: {socket: %s}
+columns:
+  - {table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}
+%s`, s.pg.Port, socket, extra)
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// cmd runs the built binary with the database credentials in libpq's variables.
+func (s *migrateStack) cmd(env []string, args ...string) *exec.Cmd {
+	c := exec.Command(s.bin, args...)
+	c.Env = append(os.Environ(), "PGUSER="+s.pg.User, "PGPASSWORD="+s.pg.Password, "PGDATABASE="+s.pg.Database)
+	c.Env = append(c.Env, env...)
+	return c
+}
+
+func (s *migrateStack) run(t *testing.T, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	c := s.cmd(env, args...)
+	var o, e bytes.Buffer
+	c.Stdout, c.Stderr = &o, &e
+	err = c.Run()
+	return o.String(), e.String(), err
+}
+
+func (s *migrateStack) count(t *testing.T, sql string) int64 {
+	t.Helper()
+	var n int64
+	if err := s.conn.QueryRow(context.Background(), sql, pgx.QueryExecModeDescribeExec).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func killedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// TestMigrationBinary runs colcrypt encrypt-column, rewrap and check as built binaries: a 20k-row
+// conversion killed twice (inside a batch, and from outside) and resumed while another session
+// writes, then a rewrap after a key rotation, then check on a good and a bad config.
+func TestMigrationBinary(t *testing.T) {
+	s := startMigrateStack(t)
+	ctx := context.Background()
+	const rows = 20000
+	if _, err := s.conn.Exec(ctx, `CREATE TABLE employees (id bigint PRIMARY KEY, name text, ssn text);
+		INSERT INTO employees SELECT g, 'n' || g, CASE WHEN g % 100 = 0 THEN NULL ELSE lpad(g::text, 9, '0') END FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]*string{}
+	for i := int64(1); i <= rows; i++ {
+		if i%100 != 0 {
+			v := fmt.Sprintf("%09d", i)
+			want[i] = &v
+		} else {
+			want[i] = nil
+		}
+	}
+	args := []string{"encrypt-column", "--config", s.config, "--table", "employees", "--column", "ssn", "--type", "text", "--batch", "1000"}
+
+	// 1. Killed inside the fifth batch's transaction.
+	_, stderr, err := s.run(t, []string{crashEnv + "=4"}, args...)
+	if !killedBySignal(err) {
+		t.Fatalf("first run: %v, want SIGKILL\n%s", err, stderr)
+	}
+	if n := s.count(t, `SELECT count(*) FROM employees WHERE ssn__kw IS NOT NULL`); n != 4*1000 {
+		t.Fatalf("%d rows sealed after the kill, want the 4 committed batches' 4000 (minus NULLs none)", n)
+	}
+	if !strings.Contains(stderr, "colcrypt: copy") {
+		t.Errorf("no progress lines on stderr:\n%s", stderr)
+	}
+
+	// 2. Killed from outside while throttled.
+	c := s.cmd(nil, append(args, "--rate", "4000", "--batch", "250")...)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.count(t, `SELECT coalesce(max(rows_done), 0) FROM keyward_migrations`) < 8000 {
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			t.Fatal("second run made no progress")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	if err := c.Wait(); !killedBySignal(err) {
+		t.Fatalf("second run: %v", err)
+	}
+	done := s.count(t, `SELECT rows_done FROM keyward_migrations`)
+	if sealed := s.count(t, `SELECT count(*) FROM employees WHERE ssn__kw IS NOT NULL`); sealed != done {
+		t.Fatalf("%d sealed, progress says %d: a batch was half-done", sealed, done)
+	}
+
+	// 3. Resumed to the end while another session writes.
+	w, err := pgx.Connect(ctx, s.pg.UserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(ctx)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	writes := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r := rand.New(rand.NewPCG(3, 4))
+		next := int64(rows + 1)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := r.Int64N(rows) + 1
+			v := fmt.Sprintf("w%08d", r.IntN(1e8))
+			var err error
+			var apply func()
+			switch r.IntN(4) {
+			case 0:
+				_, err = w.Exec(ctx, `UPDATE employees SET ssn = $1 WHERE id = $2`, v, id)
+				apply = func() {
+					if _, ok := want[id]; ok {
+						want[id] = &v
+					}
+				}
+			case 1:
+				_, err = w.Exec(ctx, `UPDATE employees SET ssn = NULL WHERE id = $1`, id)
+				apply = func() {
+					if _, ok := want[id]; ok {
+						want[id] = nil
+					}
+				}
+			case 2:
+				n := next
+				_, err = w.Exec(ctx, `INSERT INTO employees (id, name, ssn) VALUES ($1, 'new', $2)`, n, v)
+				apply = func() { want[n] = &v; next++ }
+			case 3:
+				_, err = w.Exec(ctx, `DELETE FROM employees WHERE id = $1`, id)
+				apply = func() { delete(want, id) }
+			}
+			if err != nil {
+				return // the column became bytea: plaintext writes are refused from now on
+			}
+			mu.Lock()
+			apply()
+			writes++
+			mu.Unlock()
+			time.Sleep(500 * time.Microsecond)
+		}
+	}()
+	stdout, stderr, err := s.run(t, nil, append(args, "--rate", "8000", "--batch", "500")...)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("third run: %v\n%s\n%s", err, stdout, stderr)
+	}
+	t.Logf("third run (%d concurrent writes):\n%s%s", writes, stdout, stderr)
+	if !strings.Contains(stdout, "encrypted public.employees.ssn (resumed)") {
+		t.Errorf("stdout: %s", stdout)
+	}
+	if writes < 10 {
+		t.Fatalf("only %d concurrent writes", writes)
+	}
+	ck := colkeys.Column{Table: "public.employees", Name: "ssn", Scope: "payroll:employees.ssn", Mode: "deterministic"}
+	s.checkValues(t, ck, want, 1)
+
+	// 4. Rewrap after a rotation.
+	if out, err := s.ks.Run("keyring", "rotate", "payroll"); err != nil {
+		t.Fatalf("rotate: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		s.keys.Forget()
+		sl, err := s.keys.Sealer(ctx, "db:keyward", ck)
+		if err == nil && sl.Version() == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("version 2 never became the newest: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	stdout, stderr, err = s.run(t, nil, "rewrap", "--config", s.config, "--table", "public.employees", "--column", "ssn", "--batch", "700")
+	if err != nil {
+		t.Fatalf("rewrap: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "to key version 2") || !strings.Contains(stdout, " 0 remaining") {
+		t.Errorf("rewrap stdout: %s", stdout)
+	}
+	s.checkValues(t, ck, want, 2)
+
+	// 5. check: the good config, then one with a column that does not exist and a plaintext one.
+	stdout, _, err = s.run(t, nil, "check", "--config", s.config)
+	if err != nil || !strings.Contains(stdout, "0 problem(s)") || !strings.Contains(stdout, "key versions [2]") {
+		t.Errorf("check of the good config: %v\n%s", err, stdout)
+	}
+	bad := s.writeConfig(t, s.socket,
+		"  - {table: public.employees, column: nothere, type: text, mode: randomized, scope: \"payroll:x\"}\n"+
+			"  - {table: public.employees, column: name, type: text, mode: randomized, scope: \"payroll:y\"}\n")
+	stdout, _, err = s.run(t, nil, "check", "--config", bad)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitError {
+		t.Errorf("check of a bad config: %v, want exit %d", err, ExitError)
+	}
+	for _, w := range []string{"FAIL public.employees.nothere", "no such table or column", "FAIL public.employees.name", "not bytea", "2 problem(s)"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("check report does not say %q:\n%s", w, stdout)
+		}
+	}
+
+	// Usage errors are config errors (exit 2) and name the problem.
+	for _, a := range [][]string{
+		{"encrypt-column", "--config", s.config, "--table", "employees"},
+		{"encrypt-column", "--config", s.config, "--table", "employees", "--column", "name"},
+		{"encrypt-column", "--config", s.config, "--table", "employees", "--column", "ssn", "--type", "int4"},
+	} {
+		_, stderr, err := s.run(t, nil, a...)
+		if !errors.As(err, &ee) || ee.ExitCode() != ExitConfig {
+			t.Errorf("%v: %v (%s), want exit %d", a, err, stderr, ExitConfig)
+		}
+	}
+}
+
+// checkValues asserts the direct view holds only envelopes at key version v that open to want.
+func (s *migrateStack) checkValues(t *testing.T, ck colkeys.Column, want map[int64]*string, v byte) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := s.conn.Query(ctx, `SELECT id, ssn FROM employees`, pgx.QueryExecModeDescribeExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64][]byte{}
+	for rows.Next() {
+		var id int64
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = b
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	bad := 0
+	for id, w := range want {
+		b, ok := got[id]
+		var msg string
+		switch {
+		case !ok:
+			msg = "lost"
+		case (w == nil) != (b == nil):
+			msg = "NULL mismatch"
+		case w == nil:
+		case !bytes.HasPrefix(b, []byte("KW\x01")) || len(b) < 12:
+			msg = "not an envelope"
+		case b[7] != v:
+			msg = fmt.Sprintf("key version %d, want %d", b[7], v)
+		default:
+			p, err := s.keys.Open(ctx, "db:keyward", ck, b, nil)
+			if err != nil {
+				msg = err.Error()
+			} else if string(p) != *w {
+				msg = "decrypts to another value"
+			}
+		}
+		if msg != "" {
+			t.Errorf("row %d: %s", id, msg)
+			if bad++; bad > 10 {
+				t.Fatal("too many bad rows")
+			}
+		}
+	}
+}
