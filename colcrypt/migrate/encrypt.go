@@ -114,9 +114,11 @@ func session(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-func (t *target) shadowName() string   { return t.col + "__kw" }
-func (t *target) triggerName() string  { return fmt.Sprintf("zz_keyward_encrypt_%d", t.attnum) }
-func (t *target) functionName() string { return ident(t.schema, fmt.Sprintf("keyward_encrypt_%d_%d", t.oid, t.attnum)) }
+func (t *target) shadowName() string  { return t.col + "__kw" }
+func (t *target) triggerName() string { return fmt.Sprintf("zz_keyward_encrypt_%d", t.attnum) }
+func (t *target) functionName() string {
+	return ident(t.schema, fmt.Sprintf("keyward_encrypt_%d_%d", t.oid, t.attnum))
+}
 
 // freshStartChecks refuses what a first run cannot convert.
 func (t *target) freshStartChecks(ctx context.Context, conn *pgx.Conn) error {
@@ -594,4 +596,3 @@ func (r *runner) swapTx(ctx context.Context) func(pgx.Tx) error {
 // EnvelopeConstraint is the name of the CHECK constraint encrypt-column leaves on a column: only
 // envelopes (or NULL) may be stored in it.
 func EnvelopeConstraint(column string) string { return column + "_kw_envelope" }
-

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
-	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/config"
 )
 
 // Keys is what migrations need from the key layer; *colkeys.Keys implements it.

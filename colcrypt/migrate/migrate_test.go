@@ -16,8 +16,8 @@ import (
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
 	"github.com/keyward/keyward/colcrypt/colkeys/colkeystest"
-	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/migrate"
 	"github.com/keyward/keyward/testenv"
 )

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
-	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/coltype"
+	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/migrate"
 	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/keyagent/confile"
