@@ -75,6 +75,14 @@ func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 		if canon, err = mod.apply(cast, canon); err != nil {
 			return nil, err
 		}
+		if cast == Numeric && isTextual(t) {
+			// numeric -> text prints the display scale, which canonical numeric has dropped: the
+			// constant's own scale, or the scale of the cast's type modifier.
+			if mod.n == 0 {
+				return numericDisplayText(t, TextFormat, []byte(lit.Value))
+			}
+			return numericWithScale(canon, mod.scale())
+		}
 		src = cast
 	} else if canon, err = literalInput(src, lit.Value, s); err != nil {
 		return nil, err

@@ -1,8 +1,10 @@
 package coltype
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -193,6 +195,7 @@ func literalsAgainstPostgres(t *testing.T, query func(tz, sql string, oids []uin
 			}
 		})
 	}
+	t.Run("random numbers", func(t *testing.T) { randomNumbersAgainstPostgres(t, query, 250) })
 	for _, c := range paramCases {
 		t.Run(fmt.Sprintf("param/%s/%d/%s", c.col, c.oid, c.in), func(t *testing.T) {
 			got, err := query(c.tz, fmt.Sprintf("INSERT INTO c_%s VALUES ($1) RETURNING c", c.col), []uint32{c.oid}, TextFormat, c.in)
@@ -270,5 +273,53 @@ func TestCanonicalFromOID(t *testing.T) {
 	}
 	if _, err := CanonicalFromOID(Text, 600 /* point */, TextFormat, []byte("(1,2)"), nil); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("point parameter: %v", err)
+	}
+}
+
+// randomNumbersAgainstPostgres inserts random numeric constants into columns of every numeric type
+// and text, and compares what PostgreSQL stores with ParseLiteral (assignment casts, rounding, range
+// errors).
+func randomNumbersAgainstPostgres(t *testing.T, query func(tz, sql string, oids []uint32, format int16, args ...string) ([]byte, error), n int) {
+	r := rand.New(rand.NewPCG(77, 1))
+	cols := []Type{Int2, Int4, Int8, Numeric, Float8, Text, Varchar}
+	for range n {
+		var b strings.Builder
+		if r.IntN(3) == 0 {
+			b.WriteByte('-')
+		}
+		for range 1 + r.IntN([]int{3, 6, 12, 21}[r.IntN(4)]) {
+			b.WriteByte(byte('0' + r.IntN(10)))
+		}
+		if r.IntN(2) == 0 {
+			b.WriteByte('.')
+			for range 1 + r.IntN(5) {
+				b.WriteByte([]byte("0559")[r.IntN(4)])
+			}
+		}
+		if r.IntN(6) == 0 {
+			fmt.Fprintf(&b, "e%d", r.IntN(40)-20)
+		}
+		col := cols[r.IntN(len(cols))]
+		lit := num(b.String(), "")
+		if r.IntN(4) == 0 {
+			lit.Cast = []string{"numeric", "float8", "int8", "int4", "numeric(8,2)"}[r.IntN(5)]
+		}
+		ours, err := ParseLiteral(col, lit, nil)
+		pg, pgErr := query("", fmt.Sprintf("INSERT INTO c_%s VALUES (%s) RETURNING c", col, sqlLiteral(lit)), nil, BinaryFormat)
+		if col == Numeric && pgErr == nil {
+			// PostgreSQL keeps the constant's scale; compare canonical forms.
+			pg, _ = Canonical(Numeric, BinaryFormat, pg, nil)
+		}
+		if col == Float8 && pgErr == nil {
+			pg, _ = Canonical(Float8, BinaryFormat, pg, nil) // -0 -> 0
+		}
+		switch {
+		case err == nil && pgErr != nil:
+			t.Errorf("%s %s: we store it, PostgreSQL refuses: %v", col, sqlLiteral(lit), pgErr)
+		case err != nil && pgErr == nil:
+			t.Errorf("%s %s: we refuse (%v), PostgreSQL stores %x", col, sqlLiteral(lit), err, pg)
+		case err == nil && !bytes.Equal(ours, pg):
+			t.Errorf("%s %s: ours %x, PostgreSQL %x", col, sqlLiteral(lit), ours, pg)
+		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 // the raw value in the requested format.
 func pgSessionOIDs(t *testing.T) (query func(tz, sql string, oids []uint32, format int16, args ...string) ([]byte, error)) {
 	pg := testenv.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // a few seconds normally; generous for a loaded machine
 	t.Cleanup(cancel)
 	conn, err := pgx.Connect(ctx, pg.UserDSN())
 	if err != nil {

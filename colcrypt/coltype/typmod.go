@@ -55,6 +55,14 @@ func splitTypeMod(n string) (string, typeMod, error) {
 	return base, m, nil
 }
 
+// scale is a numeric modifier's scale (numeric(p) has scale 0).
+func (m typeMod) scale() int {
+	if m.n == 2 {
+		return m.b
+	}
+	return 0
+}
+
 // check validates the modifier for the type, as PostgreSQL's typmodin functions do.
 func (m typeMod) check(t Type) error {
 	if m.n == 0 {
@@ -144,6 +152,26 @@ func roundNumeric(canon []byte, precision, scale int) ([]byte, error) {
 		return nil, &ValueError{Type: Numeric, Format: -1, Reason: fmt.Sprintf("numeric field overflow: a field with precision %d, scale %d must round to an absolute value less than 10^%d", precision, scale, precision-scale)}
 	}
 	return d.appendBinary(nil), nil
+}
+
+// numericWithScale prints a canonical numeric with exactly scale fractional digits, as numeric_out
+// prints a value of type numeric(p, scale).
+func numericWithScale(canon []byte, scale int) ([]byte, error) {
+	d, reason := parseNumericBinary(canon)
+	if reason != "" {
+		return nil, corrupt(Numeric, reason)
+	}
+	d.normalize()
+	if d.special == 0 {
+		if len(d.digits) == 0 {
+			d.digits, d.exp = []byte{'0'}, 0
+		}
+		for d.dscale() < scale {
+			d.digits = append(d.digits, '0')
+			d.exp--
+		}
+	}
+	return d.appendText(nil), nil
 }
 
 // roundTimestamp is AdjustTimestampForTypmod: round half away from zero (that is, from 2000-01-01)
