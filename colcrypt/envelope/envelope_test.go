@@ -535,3 +535,35 @@ func (h *randomNonceHSM) Decrypt(ctx context.Context, scope string, version uint
 	}
 	return h.softHSM.Decrypt(ctx, scope, version, body, aad)
 }
+
+// One Cipher serves every session of the proxy at once.
+func TestConcurrentUse(t *testing.T) {
+	for _, alg := range []envelope.Alg{envelope.AlgRandomized, envelope.AlgDeterministic} {
+		c := benchCipher(t, alg)
+		done := make(chan error, 8)
+		for g := range 8 {
+			go func() {
+				var err error
+				for i := range 200 {
+					pt := []byte(fmt.Sprintf("goroutine %d value %d", g, i))
+					env, e := c.Seal(nil, pt, benchColumn)
+					if e != nil {
+						err = e
+						break
+					}
+					got, e := c.Open(nil, env, benchColumn)
+					if e != nil || !bytes.Equal(got, pt) {
+						err = fmt.Errorf("round trip failed: %v", e)
+						break
+					}
+				}
+				done <- err
+			}()
+		}
+		for range 8 {
+			if err := <-done; err != nil {
+				t.Fatalf("%s: %v", alg, err)
+			}
+		}
+	}
+}
