@@ -103,7 +103,7 @@ func TestBootUnlock(t *testing.T) {
 	t.Run("denied", func(t *testing.T) {
 		t.Parallel()
 		log, res := boot(t, qemu, kernel, initrd, disk2, denied.Socket)
-		if !strings.HasPrefix(res, "unlock-failed rc=4") || strings.Contains(log, marker) {
+		if res != "unlock-failed" || !strings.Contains(log, "failed (exit 4)") || strings.Contains(log, marker) {
 			t.Fatalf("guest result %q, want a denied unlock\nserial log:\n%s\nagent log:\n%s", res, log, denied.Log())
 		}
 		if !strings.Contains(log, "denied") {
@@ -149,45 +149,52 @@ func makeDisk(t *testing.T, dir, cs, mkfs, marker string) string {
 	return disk
 }
 
-// initScript runs as PID 1 in the guest. It prints one result line; the marker it prints comes only
-// from the decrypted disk (the initramfs holds neither the marker nor any key).
+// initScript runs as PID 1 in the guest: it loads the modules, runs the real initramfs-tools script
+// (initramfs-tools/scripts/local-top/keyward, with a stand-in for /scripts/functions) and prints one
+// result line. The marker it prints comes only from the decrypted disk (the initramfs holds neither the
+// marker nor any key).
 const initScript = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin
+export PATH=/sbin:/bin
 mkdir -p /proc /sys /dev /mnt /run
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 result() { echo "KEYWARD-BOOT-RESULT $*"; sync; poweroff -f; sleep 5; }
 for m in $(cat /modules.order); do insmod /lib/modules/$m || echo "insmod $m failed"; done
-port=
-for i in $(seq 1 100); do
-  for p in /sys/class/virtio-ports/*; do
-    [ -f "$p/name" ] && [ "$(cat $p/name)" = "` + portName + `" ] && port=/dev/$(basename $p)
-  done
-  [ -n "$port" ] && [ -c "$port" ] && [ -b /dev/vda ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || result "no-port"
-[ -b /dev/vda ] || result "no-disk"
-echo "agent port: $port"
-/bin/volumectl unlock /dev/vda data --socket "$port" --timeout 120s
-rc=$?
-[ $rc -eq 0 ] || result "unlock-failed rc=$rc"
+sh /scripts/local-top/keyward
+[ -b /dev/mapper/data ] || result "unlock-failed"
 mount -t ext4 -o ro /dev/mapper/data /mnt || result "mount-failed"
 result "ok marker=$(cat /mnt/marker)"
+`
+
+// functionsStub stands in for initramfs-tools' /scripts/functions.
+const functionsStub = `log_failure_msg() { echo "keyward-initramfs: $*"; }
+`
+
+// initramfsConf is /etc/keyward/initramfs.conf, as an operator would write it for a VM.
+const initramfsConf = `KEYWARD_DEVICE=/dev/vda
+KEYWARD_NAME=data
+KEYWARD_PORT_NAME=` + portName + `
+KEYWARD_WAIT=60
 `
 
 // makeInitramfs builds a gzip'd newc cpio: busybox, volumectl, the modules and /init.
 func makeInitramfs(t *testing.T, dir, busybox, cpio, volumectl, modDir string) string {
 	root := filepath.Join(dir, "initramfs")
-	for _, d := range []string{"bin", "lib/modules", "dev", "proc", "sys", "mnt", "run"} {
+	for _, d := range []string{"bin", "sbin", "lib/modules", "dev", "proc", "sys", "mnt", "run", "scripts/local-top", "etc/keyward"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	copyFile(t, busybox, filepath.Join(root, "bin/busybox"))
-	copyFile(t, volumectl, filepath.Join(root, "bin/volumectl"))
+	copyFile(t, volumectl, filepath.Join(root, "sbin/volumectl"))
+	copyFile(t, "initramfs-tools/scripts/local-top/keyward", filepath.Join(root, "scripts/local-top/keyward"))
+	for name, content := range map[string]string{"scripts/functions": functionsStub, "etc/keyward/initramfs.conf": initramfsConf} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	order := moduleOrder(t, modDir, modules)
 	var names []string
 	for _, m := range order {
@@ -308,6 +315,11 @@ func boot(t *testing.T, qemu, kernel, initrd, disk, agentSocket string) (string,
 	}
 	if err != nil {
 		t.Fatalf("qemu: %v\n%s\nserial log:\n%s", err, qout.String(), log)
+	}
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "volumectl") || strings.Contains(line, "keyward") || strings.Contains(line, "unlocked") {
+			t.Logf("guest: %s", strings.TrimSpace(line))
+		}
 	}
 	m := resultLine.FindAllStringSubmatch(string(log), -1)
 	if len(m) != 1 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -151,6 +152,38 @@ func TestVolumectl(t *testing.T) {
 	f := newFixture(t)
 	t.Run("lifecycle", func(t *testing.T) { f.t = t; lifecycle(t, f) })
 	t.Run("errors", func(t *testing.T) { f.t = t; errorCases(t, f) })
+	t.Run("static", func(t *testing.T) { static(t, f.bin) })
+}
+
+// static checks that volumectl fits an initramfs: a static executable (no ELF interpreter) that
+// imports nothing needing cgo (the PKCS#11 backend, the Postgres parser).
+func static(t *testing.T, bin string) {
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Fatal("volumectl is dynamically linked")
+		}
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-deps", "./cmd/volumectl")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.Contains(dep, "pkcs11") || strings.Contains(dep, "pg_query") || dep == "runtime/cgo" || dep == "C" {
+			t.Errorf("volumectl depends on %s", dep)
+		}
+	}
 }
 
 func lifecycle(t *testing.T, f *fixture) {
