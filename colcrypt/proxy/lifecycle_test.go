@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/proxy"
 	"github.com/keyward/keyward/testenv"
 )
@@ -324,5 +325,50 @@ func TestUnixSocket(t *testing.T) {
 	var v int
 	if err := c.QueryRow(ctxT(t, 10*time.Second), "SELECT 41 + 1").Scan(&v); err != nil || v != 42 {
 		t.Fatalf("%d %v", v, err)
+	}
+}
+
+func TestStartupTimeout(t *testing.T) {
+	pg := pgFor(t)
+	e := startProxy(t, pg, func(c *proxy.Config) { c.StartupTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", e.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil { // a silent client is disconnected
+		t.Fatalf("read: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("silent client kept %v", took)
+	}
+}
+
+func TestFromFile(t *testing.T) {
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, "localhost", "127.0.0.1")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "colcrypt.yaml")
+	yaml := fmt.Sprintf("version: 1\ntls: {cert: %s, key: %s}\nupstream: {host: db.internal, port: 5433, tls: verify-full, ca: %s}\nlimits: {max_connections: 7}\n", cert, key, ca.CertFile)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := proxy.FromFile(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.UpstreamAddr != "db.internal:5433" || pc.UpstreamTLS != proxy.TLSVerifyFull || pc.MaxConnections != 7 ||
+		pc.TLS == nil || len(pc.TLS.Certificates) != 1 || pc.UpstreamTLSConfig.RootCAs == nil || pc.UpstreamTLSConfig.ServerName != "db.internal" {
+		t.Fatalf("%+v", pc)
+	}
+	os.WriteFile(ca.CertFile, []byte("not a certificate"), 0o600)
+	if _, err := proxy.FromFile(fc); err == nil {
+		t.Fatal("a CA file without a certificate was accepted")
 	}
 }
