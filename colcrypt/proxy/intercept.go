@@ -28,6 +28,8 @@ type Interceptor interface {
 // (Flush and Terminate are forwarded without a call). Backend is called for every server message after
 // the session started (RowDescription, DataRow, ParameterDescription, CopyOutResponse, CopyData,
 // CommandComplete, ErrorResponse, NoticeResponse, ...). Close is called once when the session ends.
+// The message values passed to Frontend and Backend (and their Raw bytes) are valid only during the
+// call; Statement, Portal and Request values live as long as the core tracks them.
 type Hooks interface {
 	Frontend(m *FrontendMessage) Verdict
 	Backend(m *BackendMessage) Verdict

@@ -35,6 +35,7 @@ type tracker struct {
 	skipSync bool   // an extended-protocol message was refused: drop client messages until Sync
 	skipCopy bool   // a CopyData was refused: drop the rest of the client's copy stream
 	once     sync.Once
+	bm       BackendMessage // reused for every server message (see backend)
 }
 
 func newTracker(ss *session, hooks Hooks) *tracker {
@@ -342,7 +343,10 @@ func (t *tracker) undo(r *Request) {
 func (t *tracker) backend(msg pgwire.Message) {
 	t.mu.Lock()
 	head := t.head()
-	bm := BackendMessage{Type: msg.Type, Raw: msg.Raw, Request: head}
+	// One BackendMessage per session, reused: handing a fresh one to an interface method would cost
+	// an allocation per DataRow. Hooks must not keep it past the call (documented on Hooks).
+	bm := &t.bm
+	*bm = BackendMessage{Type: msg.Type, Raw: msg.Raw, Request: head}
 	out := msg.Raw
 	forward := true
 	callHook := true
@@ -419,7 +423,7 @@ func (t *tracker) backend(msg pgwire.Message) {
 		}
 	}
 	if callHook {
-		v := t.hooks.Backend(&bm)
+		v := t.hooks.Backend(bm)
 		switch v.kind {
 		case verdictReplace:
 			out = v.raw
