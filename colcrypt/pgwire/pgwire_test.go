@@ -182,4 +182,3 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
-
