@@ -127,6 +127,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	start := time.Now()
 	err := ss.startup(ctx, n)
 	if err != nil {
+		if ss.hooked != nil {
+			ss.hooked.close() // Open succeeded but the first ReadyForQuery could not be delivered
+		}
 		ss.reportStartupError(err)
 		return
 	}
@@ -134,6 +137,9 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if s.draining.Load() {
 		ss.cw.Write(errorMsg("FATAL", "57P01", "terminating connection due to administrator command"))
 		ss.cw.Flush()
+		if ss.hooked != nil {
+			ss.hooked.close()
+		}
 		return
 	}
 	s.metrics.active.Inc()
