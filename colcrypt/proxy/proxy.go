@@ -17,8 +17,18 @@
 //     exchange as a downgrade attack.
 //   - Clients get a BackendKeyData made up by the proxy (random pid and secret); a CancelRequest on any
 //     proxy connection is matched in constant time and forwarded to the right backend.
+//   - TLS to clients after SSLRequest, or directly (PostgreSQL 17's sslnegotiation=direct, ALPN
+//     "postgresql"), whether or not the database has TLS; bytes a client sends before its handshake
+//     are never read as if they came through TLS. To the database: disable, require or verify-full.
 //   - A malformed or oversized client message ends that session with an ErrorResponse (08P01) and
-//     touches no other session.
+//     touches no other session. A client that vanishes mid-query gets its query cancelled and its
+//     backend terminated at once, not when the query ends.
+//   - Limits: beyond MaxConnections a client gets FATAL 53300; a session idle (every request answered)
+//     for IdleTimeout gets FATAL 57P05; the startup phase (TLS, startup, authentication) is bounded by
+//     StartupTimeout. Shutdown stops accepting, closes each session once it is idle outside a
+//     transaction (FATAL 57P01), and closes the rest after ShutdownTimeout.
+//   - Logs (slog, injected) and metrics (Prometheus, a registry per Server) never carry query text,
+//     parameters or values.
 //   - With Hooks, the core keeps per session the FIFO of requests awaiting responses and the registry of
 //     named and unnamed statements and portals, so each server message is delivered with the request it
 //     answers (see Interceptor, Refuse).
