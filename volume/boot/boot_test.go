@@ -93,7 +93,8 @@ func TestBootUnlock(t *testing.T) {
 	t.Run("granted", func(t *testing.T) {
 		t.Parallel()
 		log, res := boot(t, qemu, kernel, initrd, disk, granted.Socket)
-		if res != "ok marker="+marker {
+		// lock-mounted=6: volumectl lock refuses a mounted mapping (busy); lock=0: then removes it.
+		if res != "ok marker="+marker+" lock-mounted=6 lock=0" {
 			t.Fatalf("guest result %q, want the marker from the encrypted disk\nserial log:\n%s\nagent log:\n%s", res, log, granted.Log())
 		}
 		if !strings.Contains(log, "unlocked /dev/vda as /dev/mapper/data") {
@@ -165,7 +166,12 @@ for m in $(cat /modules.order); do insmod /lib/modules/$m || echo "insmod $m fai
 sh /scripts/local-top/keyward
 [ -b /dev/mapper/data ] || result "unlock-failed"
 mount -t ext4 -o ro /dev/mapper/data /mnt || result "mount-failed"
-result "ok marker=$(cat /mnt/marker)"
+marker=$(cat /mnt/marker)
+volumectl lock data; busy=$?
+umount /mnt
+volumectl lock data; lock=$?
+[ -e /dev/mapper/data ] && lock="$lock-node-left"
+result "ok marker=$marker lock-mounted=$busy lock=$lock"
 `
 
 // functionsStub stands in for initramfs-tools' /scripts/functions.

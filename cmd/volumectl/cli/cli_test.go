@@ -87,9 +87,14 @@ func (f *fixture) cryptsetup(stdin string, args ...string) (string, error) {
 
 // volumectl runs the built binary and returns its output and exit code.
 func (f *fixture) volumectl(env []string, args ...string) (string, int) {
+	return f.volumectlIn("", env, args...)
+}
+
+func (f *fixture) volumectlIn(stdin string, env []string, args ...string) (string, int) {
 	f.t.Helper()
 	cmd := exec.Command(f.bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -268,26 +273,29 @@ func errorCases(t *testing.T, f *fixture) {
 
 	sock := []string{"--socket", f.agent.Socket}
 	for _, tc := range []struct {
-		name string
-		args []string
-		code int
-		want string
+		name  string
+		args  []string
+		code  int
+		want  string
+		stdin string
 	}{
-		{"not luks2", append([]string{"unlock", plain, "--test"}, sock...), 1, "not a LUKS2 volume"},
-		{"status not luks2", []string{"status", plain}, 1, "not a LUKS2 volume"},
-		{"no token", append([]string{"unlock", base, "--test"}, sock...), 5, "no keyward token"},
-		{"agent unreachable", []string{"unlock", enrolled, "--test", "--socket", filepath.Join(f.dir, "nowhere.sock")}, 3, "agent unreachable"},
-		{"wrong key", append([]string{"unlock", tampered, "--test"}, sock...), 5, "wrong key"},
-		{"wrong key cryptsetup", append([]string{"unlock", tampered, "--test", "--cryptsetup"}, sock...), 5, "wrong key"},
-		{"denied scope", append([]string{"enroll", base, "--scope", "boot:other/x", "--unlock-key-file", keyFile, "--backup-dir", f.backup}, sock...), 4, "denied"},
-		{"already enrolled", append([]string{"enroll", enrolled, "--scope", scope, "--unlock-key-file", keyFile, "--backup-dir", f.backup}, sock...), 1, "already enrolled"},
-		{"wrong recovery", append([]string{"enroll", base, "--scope", scope, "--unlock-key-file", "/dev/null", "--backup-dir", f.backup}, sock...), 2, "empty"},
-		{"no scope", append([]string{"enroll", base}, sock...), 2, "--scope is required"},
-		{"unlock without name", append([]string{"unlock", enrolled}, sock...), 2, "want DEVICE NAME"},
-		{"lock unknown", []string{"lock", "keyward-test-none"}, 1, "dm: "},
+		{"wrong recovery on stdin", append([]string{"enroll", base, "--scope", scope, "--unlock-key-file", "-", "--backup-dir", f.backup}, sock...), 1, "the existing passphrase opens no keyslot", "not it"},
+		{"wrong recovery line", append([]string{"enroll", base, "--scope", scope, "--backup-dir", f.backup}, sock...), 1, "the existing passphrase opens no keyslot", recovery + "x\n"},
+		{"not luks2", append([]string{"unlock", plain, "--test"}, sock...), 1, "not a LUKS2 volume", ""},
+		{"status not luks2", []string{"status", plain}, 1, "not a LUKS2 volume", ""},
+		{"no token", append([]string{"unlock", base, "--test"}, sock...), 5, "no keyward token", ""},
+		{"agent unreachable", []string{"unlock", enrolled, "--test", "--socket", filepath.Join(f.dir, "nowhere.sock")}, 3, "agent unreachable", ""},
+		{"wrong key", append([]string{"unlock", tampered, "--test"}, sock...), 5, "wrong key", ""},
+		{"wrong key cryptsetup", append([]string{"unlock", tampered, "--test", "--cryptsetup"}, sock...), 5, "wrong key", ""},
+		{"denied scope", append([]string{"enroll", base, "--scope", "boot:other/x", "--unlock-key-file", keyFile, "--backup-dir", f.backup}, sock...), 4, "denied", ""},
+		{"already enrolled", append([]string{"enroll", enrolled, "--scope", scope, "--unlock-key-file", keyFile, "--backup-dir", f.backup}, sock...), 1, "already enrolled", ""},
+		{"empty recovery", append([]string{"enroll", base, "--scope", scope, "--unlock-key-file", "/dev/null", "--backup-dir", f.backup}, sock...), 2, "empty", ""},
+		{"no scope", append([]string{"enroll", base}, sock...), 2, "--scope is required", ""},
+		{"unlock without name", append([]string{"unlock", enrolled}, sock...), 2, "want DEVICE NAME", ""},
+		{"lock unknown", []string{"lock", "keyward-test-none"}, 1, "dm: ", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, code := f.volumectl(nil, tc.args...)
+			out, code := f.volumectlIn(tc.stdin, nil, tc.args...)
 			if code != tc.code || !strings.Contains(out, tc.want) {
 				t.Fatalf("exit %d, want %d; output %q, want it to contain %q", code, tc.code, out, tc.want)
 			}
@@ -296,6 +304,13 @@ func errorCases(t *testing.T, f *fixture) {
 	// Nothing was written by the failed commands.
 	if err := f.testPassphrase(base, recovery, 0); err != nil {
 		t.Fatal(err)
+	}
+	if out, _ := f.volumectl(nil, "status", base); !strings.Contains(out, "not enrolled") {
+		t.Fatalf("a failed enroll left a binding:\n%s", out)
+	}
+	// The recovery passphrase as one line on stdin (what a prompt reads) enrolls.
+	if out, code := f.volumectlIn(recovery+"\n", nil, append([]string{"enroll", base, "--scope", scope, "--backup-dir", f.backup}, sock...)...); code != 0 {
+		t.Fatalf("enroll with the passphrase on stdin: exit %d: %s", code, out)
 	}
 }
 
