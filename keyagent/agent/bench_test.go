@@ -289,6 +289,32 @@ func TestBenchAgent(t *testing.T) {
 		drive(t, &hit, clients, dur, agentClient(c))
 		drive(t, &hitQuiet, clients, dur, agentClient(cq))
 	}
+	// Before and after the key slab, in the same run: bare wire.Conns on the agent socket reading each
+	// key into a memguard buffer of its own (what keyagent/client did) or into the slab (what it does).
+	rawClient := func(newKey func(io.Reader, int) (*memsafe.Key, error)) func() (func() error, func()) {
+		return func() (func() error, func()) {
+			nc, err := net.Dial("unix", socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wc := wire.NewConn(nc, wire.Options{NewKey: newKey})
+			req := &wire.KeyRequest{Op: wire.OpDecrypt, Scope: scope, Version: 1, ActingFor: actingFor, Bits: 256}
+			return func() error {
+				m, err := wc.Call(req)
+				if err != nil {
+					return err
+				}
+				m.(*wire.KeyResponse).Key.Destroy()
+				return nil
+			}, func() { wc.Close() }
+		}
+	}
+	var viaMemguard, viaSlab figures
+	for range rounds {
+		drive(t, &viaMemguard, clients, dur/2, rawClient(memsafe.FromReader))
+		drive(t, &viaSlab, clients, dur/2, rawClient(memsafe.SlabFromReader))
+	}
+
 	// One client at a time: the latency of a hit without the queueing of 8 clients on 2 cores.
 	var one, oneEcho figures
 	for range rounds {
@@ -313,6 +339,10 @@ func TestBenchAgent(t *testing.T) {
 		us(one.pct(50)), us(oneEcho.pct(50)))
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 1 client, p99 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
 		us(one.pct(99)), us(oneEcho.pct(99)))
+	fmt.Printf("BENCH scenario=\"agent cache-hit, client keys in the slab (baseline: in memguard buffers)\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\"report\" met=true\n",
+		viaSlab.rate(), viaMemguard.rate(), viaSlab.rate()/viaMemguard.rate())
+	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per request, client keys in the slab (baseline: in memguard buffers)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
+		us(viaSlab.cpuPer()), us(viaMemguard.cpuPer()), us(viaMemguard.cpuPer())/us(viaSlab.cpuPer()))
 	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per GetKey (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
 		us(hit.cpuPer()), us(echo.cpuPer()), us(echo.cpuPer())/us(hit.cpuPer()))
 	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per GetKey, audit discarded (information)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
