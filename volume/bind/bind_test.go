@@ -373,6 +373,7 @@ func TestInterruptedWrites(t *testing.T) {
 	total := counter.Written()
 	for _, cut := range []int64{0, 1, total / 3, total - 32<<10, total - 16<<10 - 1, total - 16<<10, total - 1} {
 		t.Run("enroll-cut-"+strconv.FormatInt(cut, 10), func(t *testing.T) {
+			t.Parallel() // each run has its own copy of the image
 			im := base.clone(t)
 			o := o
 			o.wrap = func(w io.WriterAt) io.WriterAt { return luks2test.FailAfter(w, cut) }
@@ -417,6 +418,7 @@ func TestInterruptedWrites(t *testing.T) {
 	add := total - hdrs - (total-2*hdrs)/2 // area + both copies; the removal writes both copies then wipes an area
 	for _, cut := range []int64{0, add / 2, add - hdrs/2, add - 1, add, add + 1, add + hdrs/2, add + hdrs, add + hdrs + 1000, total - 1} {
 		t.Run("rotate-cut-"+strconv.FormatInt(cut, 10), func(t *testing.T) {
+			t.Parallel()
 			im := enrolled.clone(t)
 			wrap, _ := once(cut)
 			_, err := Rotate(ctx, im.path, keys, RotateOptions{BackupDir: t.TempDir(), wrap: wrap})

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -85,12 +84,7 @@ func printStatus(e *env, path string, v *luks2.Volume) error {
 	if len(kw) == 0 {
 		fmt.Fprintln(w, "keyward:\tnot enrolled")
 	} else {
-		ids := make([]int, 0, len(kw))
-		for id := range kw {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		fmt.Fprintf(w, "keyward:\tenrolled (%d token(s))\n", len(ids))
+		fmt.Fprintf(w, "keyward:\tenrolled (%d token(s))\n", len(kw))
 	}
 	return w.Flush()
 }
