@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,30 +24,53 @@ import (
 	"github.com/keyward/keyward/volume/luks2/luks2test"
 )
 
-// TestPassphraseVector pins the derivation (computed independently with Python's hmac module).
-func TestPassphraseVector(t *testing.T) {
-	dk := keyOf(t, func(b []byte) {
-		for i := range b {
-			b[i] = byte(i)
-		}
-	})
-	p, err := Passphrase(dk, "5f6e8f0c-2b7a-4f0e-9d1c-3a2b1c0d9e8f")
+// TestPassphraseVectors pins the derivation to testdata/passphrase-vectors.json, computed
+// independently with Python's hmac module.
+func TestPassphraseVectors(t *testing.T) {
+	data, err := os.ReadFile("testdata/passphrase-vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = "0205eb93c05b6529e25faa09e374a642281fcd66b0ad52d703729a610f3ddb9d"
-	_ = p.Use(func(b []byte) error {
-		if string(b) != want {
-			t.Errorf("passphrase does not match the vector") // no key material in failure messages
-		}
-		return nil
-	})
+	var file struct {
+		Vectors []struct {
+			Name       string `json:"name"`
+			DataKeyHex string `json:"data_key_hex"`
+			UUID       string `json:"uuid"`
+			Passphrase string `json:"passphrase"`
+		} `json:"vectors"`
+	}
+	if err := json.Unmarshal(data, &file); err != nil {
+		t.Fatal(err)
+	}
+	if len(file.Vectors) == 0 {
+		t.Fatal("no vectors")
+	}
+	for _, v := range file.Vectors {
+		t.Run(v.Name, func(t *testing.T) {
+			kb, err := hex.DecodeString(v.DataKeyHex)
+			if err != nil || len(kb) != 32 {
+				t.Fatal(err)
+			}
+			dk := keyOf(t, func(b []byte) { copy(b, kb) })
+			p, err := Passphrase(dk, v.UUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Destroy()
+			_ = p.Use(func(b []byte) error {
+				if string(b) != v.Passphrase {
+					t.Errorf("passphrase does not match the vector") // no key material in failure messages
+				}
+				return nil
+			})
+		})
+	}
 	for _, tc := range []struct {
 		name string
 		uuid string
 		key  *memsafe.Key
 	}{
-		{"empty uuid", "", dk},
+		{"empty uuid", "", keyOfLen(t, 32)},
 		{"short key", "u", keyOfLen(t, 16)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,6 +316,26 @@ func TestErrors(t *testing.T) {
 	if _, err := Enroll(ctx, enrolled.path, keys, EnrollOptions{Scope: scope, Existing: secret(t, recovery), BackupDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
+	// A token moved to the recovery keyslot: the derived passphrase would open keyslot 1, but Unlock
+	// must try only the keyslot the token names.
+	moved := enrolled.clone(t)
+	func() {
+		fh, err := os.OpenFile(moved.path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		v, err := luks2.Open(fh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.RemoveToken(fh, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.AddToken(fh, []byte(`{"type":"keyward","keyslots":["0"],"scope":"`+scope+`","version":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	notLUKS := filepath.Join(t.TempDir(), "plain.img")
 	os.WriteFile(notLUKS, make([]byte, 1<<20), 0o600)
 
@@ -318,6 +363,10 @@ func TestErrors(t *testing.T) {
 		}, ErrWrongKey},
 		{"unlock wrong key cryptsetup", func() error {
 			_, err := Unlock(ctx, enrolled.path, wrongKeys, UnlockOptions{Test: true, Cryptsetup: base.cs})
+			return err
+		}, ErrWrongKey},
+		{"unlock only the named keyslot", func() error {
+			_, err := Unlock(ctx, moved.path, keys, UnlockOptions{Test: true})
 			return err
 		}, ErrWrongKey},
 		{"unlock denied", func() error {

@@ -16,7 +16,7 @@
 // 64 ASCII characters, where DK is the 256-bit data key the agent serves for (scope, V) and uuid is
 // the LUKS2 header's UUID exactly as stored (the string `cryptsetup luksUUID` prints). It is hex so
 // that an operator holding the data key can rebuild it and hand it to `cryptsetup open --key-file -`
-// (see Passphrase); the uuid binds it to one volume, so volumes sharing a scope do not share a
+// (see Passphrase; known-answer vectors in testdata/passphrase-vectors.json); the uuid binds it to one volume, so volumes sharing a scope do not share a
 // passphrase, and a keyslot copied to another volume's header does not open there. The keyslot's KDF is
 // PBKDF2-SHA256 with 1000 iterations (cryptsetup's floor): the passphrase has 256 bits of entropy, so
 // key stretching would only slow every boot without making a guess any less hopeless.
