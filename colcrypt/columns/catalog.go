@@ -20,6 +20,7 @@ const byteaOID = 17
 
 // protCol is one configured column as the live catalog places it.
 type protCol struct {
+	aad  string // "schema.table.column"
 	prot *analyze.Protected
 	key  colkeys.Column
 	typ  coltype.Type
@@ -184,6 +185,7 @@ func (c *catalog) load(ctx context.Context) (*snapshot, error) {
 		pc := &protCol{
 			prot: &analyze.Protected{Schema: schema, Table: table, Column: col.Column, Attnum: found.Attnum, Protection: *found.Protection},
 			key:  colkeys.Column{Table: full, Name: col.Column, Scope: col.Scope, Mode: col.Mode},
+			aad:  full + "." + col.Column,
 			typ:  typ,
 			alg:  uint8(alg),
 		}

@@ -505,7 +505,7 @@ func (ss *session) copyOut(m *proxy.BackendMessage) proxy.Verdict {
 			}
 			val = unescapeText(raw)
 		}
-		pc := &protCol{prot: p, key: keyCol(p), typ: p.Type}
+		pc := &protCol{prot: p, key: keyCol(p), typ: p.Type, aad: p.QualifiedName()}
 		canon, err := ss.open(pc, val, coltype.TextFormat)
 		if err != nil {
 			if errors.Is(err, colkeys.ErrDenied) {

@@ -51,6 +51,8 @@ func newEnv(t *testing.T) *env {
 		config.Column{Table: "public.employees", Column: "note", Type: "text", Mode: "hsm", Scope: "vault:employees.note"},
 		config.Column{Table: "public.secrets", Column: "a", Type: "text", Mode: "randomized", Scope: "payroll:secrets.a"},
 		config.Column{Table: "public.secrets", Column: "b", Type: "text", Mode: "randomized", Scope: "payroll:secrets.b"},
+		config.Column{Table: "public.bench_enc", Column: "a", Type: "text", Mode: "randomized", Scope: "payroll:bench.a"},
+		config.Column{Table: "public.bench_enc", Column: "b", Type: "text", Mode: "randomized", Scope: "payroll:bench.b"},
 	)
 	e.pg.Exec(t, fmt.Sprintf(`
 		CREATE ROLE bob LOGIN PASSWORD '%[1]s'; CREATE ROLE carol LOGIN PASSWORD '%[1]s';
@@ -60,6 +62,8 @@ func newEnv(t *testing.T) *env {
 		CREATE TABLE typed (id int PRIMARY KEY, %[3]s);
 		CREATE TABLE secrets (id int PRIMARY KEY, a bytea, b bytea);
 		CREATE TABLE plain (id int PRIMARY KEY, a text, b text);
+		CREATE TABLE bench_enc (id int, a bytea, b bytea);
+		CREATE TABLE bench_plain (id int, a text, b text);
 		GRANT ALL ON ALL TABLES IN SCHEMA public TO bob, carol;`, rolePassword, e.pg.User, strings.Join(typed, ", ")))
 	return e
 }

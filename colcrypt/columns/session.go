@@ -40,6 +40,10 @@ type session struct {
 	cin  *copyState
 	cout *copyState
 
+	rowBuf  []byte // the DataRow being rewritten
+	opens   map[openKey]openEntry
+	now     time.Time // read once per DataRow for the expiry of cached ciphers
+	csOK    bool
 	scratch []byte // hex-decoded envelopes
 	plain   []byte // opened canonical values
 }
@@ -71,6 +75,10 @@ func (ss *session) Close() {}
 
 // csess returns the session's settings for coltype (TimeZone and DateStyle as last reported).
 func (ss *session) csess() *coltype.Session {
+	if ss.csOK {
+		return &ss.cs
+	}
+	ss.csOK = true
 	if tz := ss.s.Param("TimeZone"); tz != ss.tzName {
 		ss.tzName = tz
 		ss.cs.TimeZone = nil
@@ -296,11 +304,22 @@ func (ss *session) bind(m *proxy.FrontendMessage) proxy.Verdict {
 		return proxy.Pass()
 	}
 	plan, _ := st.Data.(*analyze.Plan)
-	if plan == nil || len(plan.Params) == 0 {
+	if (plan == nil || len(plan.Params) == 0) && st.Fields == nil {
 		return proxy.Pass()
 	}
 	b := m.Msg.(*pgproto3.Bind)
 	nb := *b
+	changed := ss.binaryResults(m, &nb)
+	if plan == nil || len(plan.Params) == 0 {
+		if !changed {
+			return proxy.Pass()
+		}
+		out, err := nb.Encode(nil)
+		if err != nil {
+			return proxy.Refuse(ss.errResp(err))
+		}
+		return proxy.Replace(out)
+	}
 	nb.Parameters = append([][]byte(nil), b.Parameters...)
 	cs := ss.csess()
 	for i := range plan.Params {
@@ -329,6 +348,69 @@ func (ss *session) bind(m *proxy.FrontendMessage) proxy.Verdict {
 		return proxy.Refuse(ss.errResp(err))
 	}
 	return proxy.Replace(out)
+}
+
+// portalData is what the hooks remember about a portal: the result formats asked of the server.
+type portalData struct {
+	server []int16 // per column
+}
+
+// formatAt reads a Bind's format code list for column i (none: text, one: all).
+func formatAt(codes []int16, i int) int16 {
+	switch len(codes) {
+	case 0:
+		return 0
+	case 1:
+		return codes[0]
+	}
+	if i < len(codes) {
+		return codes[i]
+	}
+	return 0
+}
+
+// binaryResults asks the server for protected result columns in binary: bytea's text form is hex,
+// twice the size on the wire and a decoding step in the proxy, while the client's format is
+// rendered from the plaintext anyway. It needs the statement's row description (known when the
+// client described the statement first, as most drivers do); it reports whether nb changed.
+func (ss *session) binaryResults(m *proxy.FrontendMessage, nb *pgproto3.Bind) bool {
+	st := m.Statement
+	if st.Fields == nil || m.Portal == nil {
+		return false
+	}
+	rp := ss.rowPlanFor(st.Fields)
+	if rp.err != nil || len(rp.cols) == 0 {
+		return false
+	}
+	var formats []int16
+	for _, fp := range rp.cols {
+		if fp.action != decrypt || formatAt(nb.ResultFormatCodes, fp.index) == coltype.BinaryFormat {
+			continue
+		}
+		if formats == nil {
+			formats = make([]int16, len(st.Fields.Fields))
+			for i := range formats {
+				formats[i] = formatAt(nb.ResultFormatCodes, i)
+			}
+		}
+		formats[fp.index] = coltype.BinaryFormat
+	}
+	if formats == nil {
+		return false
+	}
+	nb.ResultFormatCodes = formats
+	m.Portal.Data = &portalData{server: formats}
+	return true
+}
+
+// serverFormat is the format the server sends column i of req's rows in.
+func serverFormat(req *proxy.Request, i int) int16 {
+	if req.Kind == 'E' && req.Portal != nil {
+		if pd, ok := req.Portal.Data.(*portalData); ok && i < len(pd.server) {
+			return pd.server[i]
+		}
+	}
+	return req.Format(i)
 }
 
 // byteaValue is a bytea parameter value in the given format.
@@ -380,6 +462,8 @@ func (ss *session) Backend(m *proxy.BackendMessage) proxy.Verdict {
 		return ss.paramDescription(m)
 	case 'd':
 		return ss.copyOut(m)
+	case 'S':
+		ss.csOK = false // TimeZone or DateStyle may have changed
 	case 'C':
 		tag := m.Body()
 		if bytes.HasPrefix(tag, []byte("CREATE ")) || bytes.HasPrefix(tag, []byte("ALTER ")) || bytes.HasPrefix(tag, []byte("DROP ")) {
@@ -524,6 +608,9 @@ func (ss *session) rowDescription(m *proxy.BackendMessage) proxy.Verdict {
 			continue
 		}
 		f := &out.Fields[fp.index]
+		if req := m.Request; req != nil && req.Kind == 'D' && req.DescribeKind == 'P' && req.Portal != nil {
+			f.Format = formatAt(req.Portal.ResultFormats, fp.index) // the server's may be our binary
+		}
 		f.DataTypeOID = fp.col.typ.OID()
 		f.DataTypeSize = typeSize(fp.col.typ)
 		f.TypeModifier = -1
@@ -551,9 +638,9 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 	if len(body) < 2 {
 		return proxy.Pass()
 	}
+	ss.now = time.Now()
 	n := int(binary.BigEndian.Uint16(body))
-	out := make([]byte, 0, len(m.Raw)+len(rp.cols)*32)
-	out = append(out, 'D', 0, 0, 0, 0)
+	out := append(ss.rowBuf[:0], 'D', 0, 0, 0, 0)
 	out = append(out, body[:2]...)
 	pos := 2
 	next := 0
@@ -584,7 +671,7 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 			continue
 		}
 		format := req.Format(i)
-		canon, err := ss.open(fp.col, val, format)
+		canon, err := ss.open(fp.col, val, serverFormat(req, i))
 		if err != nil {
 			if errors.Is(err, colkeys.ErrDenied) && ss.ic.onDenied == DeniedNull {
 				out = binary.BigEndian.AppendUint32(out, 0xFFFFFFFF)
@@ -601,6 +688,7 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 		binary.BigEndian.PutUint32(out[lenAt:], uint32(len(out)-lenAt-4))
 	}
 	binary.BigEndian.PutUint32(out[1:], uint32(len(out)-1))
+	ss.rowBuf = out // Replace does not retain it
 	return proxy.Replace(out)
 }
 
@@ -622,8 +710,48 @@ func (ss *session) open(pc *protCol, val []byte, format int16) ([]byte, error) {
 		env = ss.scratch
 	}
 	var err error
+	if len(env) >= envelope.HeaderSize && env[3] != byte(envelope.AlgHSM) {
+		if c := ss.cipherFor(pc, env); c != nil {
+			ss.plain, err = c.Open(ss.plain[:0], env, pc.aad)
+			return ss.plain, err
+		}
+	}
 	ss.plain, err = ss.ic.keys.Open(ss.ctx, ss.identity, pc.key, env, ss.plain[:0])
 	return ss.plain, err
+}
+
+// openKey names a software cipher in the session's cache.
+type openKey struct {
+	col     *protCol
+	alg     byte
+	version uint32
+}
+
+type openEntry struct {
+	c       *envelope.Cipher
+	expires time.Time
+}
+
+// cipherFor returns the session's cached cipher for env's header, asking the key cache when it is
+// missing or its authorization expired; nil lets Open report what is wrong.
+func (ss *session) cipherFor(pc *protCol, env []byte) *envelope.Cipher {
+	k := openKey{pc, env[3], binary.BigEndian.Uint32(env[4:8])}
+	if e, ok := ss.opens[k]; ok && ss.now.Before(e.expires) {
+		return e.c
+	}
+	h, err := envelope.ParseHeader(env)
+	if err != nil {
+		return nil
+	}
+	c, exp, err := ss.ic.keys.Cipher(ss.ctx, ss.identity, pc.key, h)
+	if err != nil {
+		return nil
+	}
+	if ss.opens == nil || len(ss.opens) > 64 {
+		ss.opens = map[openKey]openEntry{}
+	}
+	ss.opens[k] = openEntry{c, exp}
+	return c
 }
 
 func isOpenErr(err error) bool { return errors.Is(err, envelope.ErrOpen) }
