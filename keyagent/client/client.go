@@ -1,9 +1,10 @@
 // Package client is how Keyward programs talk to the local key agent: colcrypt and volumectl import
 // it instead of the wire protocol.
 //
-// Keys come back as *memsafe.Key read straight from the socket into locked memory (a slot of memsafe's
-// key slab); the caller owns each key it gets and must Destroy it. Errors wrap the sentinels ErrDenied, ErrNotFound,
-// ErrUnavailable and ErrBadRequest (errors.Is), with the agent's reason in the message. A Client is
+// Keys come back as *memsafe.Key read straight from the socket into locked memory (a slot of
+// memsafe's key slab); the caller owns each key it gets and must Destroy it. Errors wrap the sentinels
+// ErrDenied, ErrNotFound, ErrUnavailable and ErrBadRequest (errors.Is), with the agent's reason in the
+// message. A Client is
 // safe for concurrent use: it keeps a small pool of connections and every call honours its context's
 // deadline.
 package client
@@ -219,7 +220,7 @@ func (c *Client) conn(ctx context.Context) (*wire.Conn, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
-		return wire.NewConn(nc, wire.Options{}), false, nil
+		return wire.NewConn(nc, wire.Options{NewKey: newKey}), false, nil
 	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", c.path)
