@@ -4,9 +4,8 @@
 // Keys come back as *memsafe.Key read straight from the socket into locked memory (a slot of
 // memsafe's key slab); the caller owns each key it gets and must Destroy it. Errors wrap the sentinels
 // ErrDenied, ErrNotFound, ErrUnavailable and ErrBadRequest (errors.Is), with the agent's reason in the
-// message. A Client is
-// safe for concurrent use: it keeps a small pool of connections and every call honours its context's
-// deadline.
+// message. A Client is safe for concurrent use: it keeps a small pool of connections and every call
+// honours its context's deadline.
 package client
 
 import (
