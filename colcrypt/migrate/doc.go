@@ -10,13 +10,14 @@
 // proxy expects, online, in four phases:
 //
 //  1. Prepare, one transaction: a progress row in <schema>.keyward_migrations (table, column, kind,
-//     state, last primary key, rows done, mode, scope, type), a shadow column C__kw bytea, and a
-//     BEFORE INSERT OR UPDATE trigger (named zz_keyward_… so that it fires after the table's other
-//     BEFORE triggers and sees the final row) that sets C__kw to NULL on every INSERT and on every
-//     UPDATE that changes C. Writes by anyone else (the application, the proxy, which does not treat
-//     C as protected yet) therefore never leave a stale envelope beside a new plaintext: a row is
-//     "done" exactly when C__kw is not NULL, and it stays done only while C keeps the value that was
-//     sealed.
+//     state, last primary key, rows done, mode, scope, type), a shadow column C__kw bytea with a
+//     CHECK constraint C_kw_envelope (added NOT VALID, so without a scan) that admits only
+//     envelopes, and a BEFORE INSERT OR UPDATE trigger (named zz_keyward_… so that it fires after
+//     the table's other BEFORE triggers and sees the final row) that sets C__kw to NULL on every
+//     INSERT and on every UPDATE that changes C. Writes by anyone else (the application, the
+//     proxy, which does not treat C as protected yet) therefore never leave a stale envelope
+//     beside a new plaintext: a row is "done" exactly when C__kw is not NULL, and it stays done
+//     only while C keeps the value that was sealed.
 //  2. Copy: batches in primary-key order, each one short transaction that reads the next rows with
 //     FOR UPDATE SKIP LOCKED (C cast to the declared type, in binary), seals the canonical encoding
 //     of each value (colcrypt/coltype), writes C__kw by ctid (stable while the row is locked), and
@@ -27,11 +28,12 @@
 //  3. Verify: every shadow value (or a random sample, Options.VerifySample) is read back with its
 //     original in one snapshot, opened, and compared with the canonical encoding of the original.
 //     Any mismatch stops the run before the swap (*VerifyError); the original column is untouched.
-//  4. Swap, one transaction under ACCESS EXCLUSIVE (bounded by Options.LockTimeout, retried): seal
-//     whatever is still missing, check that C__kw is NULL exactly where C is NULL, check that no
-//     index, constraint or view appeared on C meanwhile, drop the trigger and C, rename C__kw to C,
-//     restore NOT NULL, add a CHECK constraint C_kw_envelope that only admits envelopes (magic and
-//     format version), and mark the progress row done. Readers and writers wait for this
+//  4. Swap: the envelope constraint is validated first (SHARE UPDATE EXCLUSIVE: others keep
+//     reading and writing), then one transaction under ACCESS EXCLUSIVE (bounded by
+//     Options.LockTimeout, retried) makes one scan for the rows still to seal (sealing and checking
+//     each), drops the trigger and C, renames C__kw to C (the constraint follows), restores NOT
+//     NULL (a second scan, only for a NOT NULL column), checks that no index, constraint or view
+//     appeared on C meanwhile, and marks the progress row done. Readers and writers wait for this
 //     transaction only; nobody ever sees a half-swapped table.
 //
 // The CHECK constraint is the fail-closed guard of the hand-over: a client that writes to C through
@@ -47,11 +49,15 @@
 // encrypt-column or rewrap holds the column (ErrBusy, a session advisory lock), and a resumed run
 // whose configured mode, scope or type differs from the one it started with (ErrConfigChanged).
 //
-// Not guaranteed: the column moves to the end of the table's column order (SELECT * and COPY
-// without a column list see it last); column-level privileges and comments on C are not carried
-// over; catch-up passes and the verification are full scans (cheap next to the copy, but not free
-// on very large tables); the trigger costs every concurrent write of the table a little during the
-// run. Statistics are not refreshed (run ANALYZE).
+// Not guaranteed: during the run the table has one more column (SELECT * shows C__kw; INSERT
+// without a column list still works, the shadow is last). Afterwards the column is at the end of
+// the table's column order (SELECT * and COPY without a column list see it last), and a session
+// with a prepared SELECT * gets PostgreSQL's "cached plan must not change result type" once.
+// Column-level privileges and comments on C are not carried over. Catch-up passes and the
+// verification are full scans (cheap next to the copy, but not free on very large tables); the
+// trigger costs every concurrent write of the table a little during the run. A value the declared
+// type's cast refuses stops the run with PostgreSQL's error, which may quote the value. Statistics
+// are not refreshed (run ANALYZE).
 //
 // # rewrap
 //

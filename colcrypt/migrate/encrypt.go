@@ -165,10 +165,7 @@ func (t *target) dependents(ctx context.Context, q pgx.Tx) error {
 // prepare creates (or, on resume, re-creates idempotently) the progress row, the shadow column and
 // the trigger, in one transaction.
 func (t *target) prepare(ctx context.Context, o Options) error {
-	return withTx(ctx, o.Conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, o.LockTimeout.Milliseconds())); err != nil {
-			return err
-		}
+	return retryLock(ctx, o, func(tx pgx.Tx) error {
 		if err := t.ensureProgressTable(ctx, tx); err != nil {
 			return err
 		}
@@ -192,6 +189,17 @@ $kw$`, t.functionName(), t.qcol, t.qshadow)
 			`DROP TRIGGER IF EXISTS ` + ident(t.triggerName()) + ` ON ` + t.qtable,
 			`CREATE TRIGGER ` + ident(t.triggerName()) + ` BEFORE INSERT OR UPDATE ON ` + t.qtable +
 				` FOR EACH ROW EXECUTE FUNCTION ` + t.functionName() + `()`,
+		}
+		var guarded bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1 AND conname = $2)`,
+			t.oid, EnvelopeConstraint(t.col)).Scan(&guarded); err != nil {
+			return fmt.Errorf("migrate: look up constraints: %w", err)
+		}
+		if !guarded {
+			// NOT VALID: added without a scan. It follows the shadow column through the rename
+			// and keeps plaintext out of the protected column for good; validated before the swap.
+			stmts = append(stmts, `ALTER TABLE `+t.qtable+` ADD CONSTRAINT `+ident(EnvelopeConstraint(t.col))+
+				` CHECK (`+t.qshadow+` IS NULL OR substr(`+t.qshadow+`, 1, 3) = `+envelopePrefix+`) NOT VALID`)
 		}
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
@@ -510,63 +518,80 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 	return nil
 }
 
-// swap is phase 4, one transaction under ACCESS EXCLUSIVE, retried when the lock is not granted
-// within LockTimeout (a long transaction on the table).
+// swap is phase 4, one transaction under ACCESS EXCLUSIVE.
 func (r *runner) swap(ctx context.Context) error {
-	var err error
-	for attempt := 0; attempt < swapAttempts; attempt++ {
-		err = withTx(ctx, r.o.Conn, r.swapTx(ctx))
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
-			break
-		}
-		r.report(PhaseSwap, 0, 0)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * time.Second):
-		}
+	if err := retryLock(ctx, r.o, func(tx pgx.Tx) error {
+		// SHARE UPDATE EXCLUSIVE: others keep reading and writing while the shadow column's
+		// envelope constraint is checked, so the swap does not have to scan for it under its lock.
+		_, err := tx.Exec(ctx, `ALTER TABLE `+r.t.qtable+` VALIDATE CONSTRAINT `+ident(EnvelopeConstraint(r.t.col)))
+		return err
+	}); err != nil {
+		return fmt.Errorf("migrate: validate the envelope constraint of %s: %w", r.t.name(), err)
 	}
-	if err != nil {
+	r.report(PhaseSwap, 0, 1)
+	if err := retryLock(ctx, r.o, r.swapTx(ctx)); err != nil {
 		return fmt.Errorf("migrate: swap %s: %w", r.t.name(), err)
 	}
 	r.report(PhaseSwap, 1, 1)
 	return nil
 }
 
+// retryLock runs fn in a transaction with lock_timeout set, again (with a growing pause) when a
+// lock was not granted in time: DDL waiting in the lock queue blocks every later reader of the
+// table, so it must not wait long, and a busy moment passes.
+func retryLock(ctx context.Context, o Options, fn func(pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < lockAttempts; attempt++ {
+		err = withTx(ctx, o.Conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, o.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "55P03" { // lock_not_available
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+	return err
+}
+
 func (r *runner) swapTx(ctx context.Context) func(pgx.Tx) error {
 	t := r.t
 	return func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, r.o.LockTimeout.Milliseconds())); err != nil {
-			return err
-		}
 		if _, err := tx.Exec(ctx, `LOCK TABLE `+t.qtable+` IN ACCESS EXCLUSIVE MODE`); err != nil {
 			return err
 		}
-		// Nobody else can write now: seal what is left, checking each value as we go (the
-		// verification pass did not see these).
-		for {
-			rows, err := rawQuery(ctx, tx, `SELECT ctid::text, `+t.qcol+`::`+t.declared.SQLName()+` FROM `+t.qtable+
-				` WHERE `+t.qcol+` IS NOT NULL AND `+t.qshadow+` IS NULL`+fmt.Sprintf(` LIMIT %d`, r.o.BatchSize), nil, []int16{0, 1})
-			if err != nil {
-				return fmt.Errorf("read final batch: %w", err)
+		// Nobody else can write now. One scan finds the rows still to seal and any row whose
+		// shadow is set where the original is NULL (which the trigger makes impossible: if it
+		// happens, something we do not understand wrote the table, and we stop). The rows found
+		// are sealed and each envelope checked as we go (the verification pass did not see them);
+		// after that, shadow and original are NULL in exactly the same rows.
+		rows, err := rawQuery(ctx, tx, `SELECT ctid::text, `+t.qcol+`::`+t.declared.SQLName()+`, `+t.qshadow+` IS NOT NULL FROM `+t.qtable+
+			` WHERE (`+t.qcol+` IS NULL) <> (`+t.qshadow+` IS NULL)`, nil, []int16{0, 1, 0})
+		if err != nil {
+			return fmt.Errorf("read the last rows: %w", err)
+		}
+		pending := rows[:0]
+		for _, row := range rows {
+			if string(row[2]) == "t" {
+				return fmt.Errorf("%w: a row has an envelope but a NULL original", ErrSwapIncomplete)
 			}
-			if len(rows) == 0 {
-				break
-			}
-			n, err := r.sealRows(ctx, tx, rows, 1, true)
-			if err != nil {
+			pending = append(pending, row)
+		}
+		for len(pending) > 0 {
+			n := min(len(pending), r.o.BatchSize)
+			if _, err := r.sealRows(ctx, tx, pending[:n], 1, true); err != nil {
 				return err
 			}
 			r.res.Rows += int64(n)
 			r.res.Verified += int64(n)
-		}
-		var bad int64
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+t.qtable+` WHERE (`+t.qcol+` IS NULL) <> (`+t.qshadow+` IS NULL)`).Scan(&bad); err != nil {
-			return err
-		}
-		if bad != 0 {
-			return fmt.Errorf("%w: %d rows", ErrSwapIncomplete, bad)
+			pending = pending[n:]
 		}
 		if err := t.dependents(ctx, tx); err != nil {
 			return err
@@ -580,14 +605,12 @@ func (r *runner) swapTx(ctx context.Context) func(pgx.Tx) error {
 		if t.notNull {
 			stmts = append(stmts, `ALTER TABLE `+t.qtable+` ALTER COLUMN `+t.qcol+` SET NOT NULL`)
 		}
-		stmts = append(stmts, `ALTER TABLE `+t.qtable+` ADD CONSTRAINT `+ident(EnvelopeConstraint(t.col))+
-			` CHECK (`+t.qcol+` IS NULL OR substr(`+t.qcol+`, 1, 3) = `+envelopePrefix+`)`)
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET state = $1, updated_at = now() WHERE table_name = $2 AND column_name = $3 AND kind = $4`,
+		_, err = tx.Exec(ctx, `UPDATE `+t.qprogress+` SET state = $1, updated_at = now() WHERE table_name = $2 AND column_name = $3 AND kind = $4`,
 			stateDone, t.schema+"."+t.table, t.col, kindEncrypt)
 		return err
 	}

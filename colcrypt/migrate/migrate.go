@@ -88,7 +88,7 @@ type Progress struct {
 const (
 	DefaultBatchSize   = 1000
 	DefaultLockTimeout = 5 * time.Second
-	swapAttempts       = 5
+	lockAttempts       = 5
 	maxCatchUpPasses   = 10
 )
 

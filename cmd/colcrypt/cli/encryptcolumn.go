@@ -39,7 +39,7 @@ type dbFlags struct {
 
 func (f *dbFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.configPath, "config", "", "colcrypt.yaml (or $KEYWARD_COLCRYPT_CONFIG)")
-	cmd.Flags().StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string, direct (not through the proxy); default: the config's upstream with $PGUSER, $PGPASSWORD, $PGDATABASE")
+	cmd.Flags().StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string, direct (not through the proxy); default: the config's upstream and catalog sections ($PGUSER, $PGPASSWORD, $PGDATABASE fill in what they leave out)")
 	cmd.Flags().StringVar(&f.as, "as", "", "role whose keys to use (identity db:ROLE); default: the connecting user")
 }
 
@@ -100,8 +100,8 @@ func (f *dbFlags) open(ctx context.Context, cmd *cobra.Command) (*migrationEnv, 
 	return e, nil
 }
 
-// pgConfig is --dsn, or the config's upstream (host, port, TLS) with libpq's environment variables
-// for the user, password and database.
+// pgConfig is --dsn, or the config's upstream (host, port, TLS) and catalog (database, user,
+// password file) sections, with libpq's environment variables for what they leave out.
 func (f *dbFlags) pgConfig(cfg *config.Config) (*pgx.ConnConfig, error) {
 	dsn := f.dsn
 	serverName := ""
@@ -123,6 +123,23 @@ func (f *dbFlags) pgConfig(cfg *config.Config) (*pgx.ConnConfig, error) {
 	}
 	if serverName != "" && pc.TLSConfig != nil {
 		pc.TLSConfig.ServerName = serverName
+	}
+	if c := cfg.Catalog; f.dsn == "" && c != nil {
+		// The proxy's side connection: the database the protected columns live in. The role
+		// must own the tables for encrypt-column (it alters them).
+		if c.Database != "" {
+			pc.Database = c.Database
+		}
+		if c.User != "" {
+			pc.User = c.User
+		}
+		if c.PasswordFile != "" {
+			b, err := os.ReadFile(c.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("catalog.password_file: %w", err)
+			}
+			pc.Password = strings.TrimRight(string(b), "\r\n")
+		}
 	}
 	pc.RuntimeParams["application_name"] = "colcrypt-migrate"
 	return pc, nil
@@ -219,6 +236,11 @@ with a CHECK constraint that admits only envelopes: reload the proxy with the co
 			}
 			res, err := migrate.EncryptColumn(ctx, o)
 			f.bar.finish()
+			if errors.Is(err, migrate.ErrAlreadyDone) {
+				// Idempotent: a run killed after its swap committed is done, and says so.
+				fmt.Fprintf(cmd.OutOrStdout(), "%v; nothing to do\n", err)
+				return nil
+			}
 			if err != nil {
 				if errors.Is(err, context.Canceled) {
 					return fmt.Errorf("interrupted; run the same command again to resume")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,7 @@ type migrateStack struct {
 	dir    string
 	conn   *pgx.Conn
 	socket string
+	pwfile string
 }
 
 func startMigrateStack(t *testing.T) *migrateStack {
@@ -67,7 +69,11 @@ func startMigrateStack(t *testing.T) *migrateStack {
 	s.keys = colkeys.New(colkeys.Config{Agent: ac, TTL: 200 * time.Millisecond})
 	t.Cleanup(s.keys.Close)
 	s.socket = agent.Socket
-	s.config = s.writeConfig(t, agent.Socket, "")
+	s.pwfile = filepath.Join(s.dir, "pgpassword")
+	if err := os.WriteFile(s.pwfile, []byte(s.pg.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.config, _ = s.writeConfig(t, ssnColumn)
 	s.conn, err = pgx.Connect(context.Background(), s.pg.UserDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -76,26 +82,72 @@ func startMigrateStack(t *testing.T) *migrateStack {
 	return s
 }
 
-func (s *migrateStack) writeConfig(t *testing.T, socket, extra string) string {
+const ssnColumn = `  - {table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}
+`
+
+// writeConfig writes a colcrypt.yaml with columns (YAML list items) and returns its path and the
+// port it listens on.
+func (s *migrateStack) writeConfig(t *testing.T, columns string) (string, int) {
 	t.Helper()
-	p := filepath.Join(s.dir, fmt.Sprintf("colcrypt-%d.yaml", time.Now().UnixNano()))
+	port := testenv.FreePort(t)
+	p := filepath.Join(s.dir, fmt.Sprintf("colcrypt-%d.yaml", port))
 	y := fmt.Sprintf(`version: 1
+listen: 127.0.0.1:%d
 upstream: {host: 127.0.0.1, port: %d, tls: disable}
 agent: {socket: %s}
-columns:
-  - {table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}
-%s`, s.pg.Port, socket, extra)
+catalog: {database: %s, user: %s, password_file: %s}
+log: {level: debug}
+`, port, s.pg.Port, s.socket, s.pg.Database, s.pg.User, s.pwfile)
+	if columns != "" {
+		y += "columns:\n" + columns
+	}
 	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, port
 }
 
-// cmd runs the built binary with the database credentials in libpq's variables.
+// serve starts `colcrypt serve` with config and returns a DSN through it.
+func (s *migrateStack) serve(t *testing.T, config string, port int) (dsn string, stop func() string) {
+	t.Helper()
+	c := s.cmd(nil, "serve", "--config", config)
+	var stderr bytes.Buffer
+	var mu sync.Mutex
+	c.Stderr = writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return stderr.Write(b) })
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	log := func() string { mu.Lock(); defer mu.Unlock(); return stderr.String() }
+	stop = func() string {
+		c.Process.Signal(syscall.SIGTERM)
+		c.Wait()
+		return log()
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("colcrypt serve did not listen:\n%s", log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return strings.Replace(s.pg.UserDSN(), fmt.Sprintf("%s:%d", s.pg.Host, s.pg.Port), addr, 1), stop
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// cmd runs the built binary (credentials come from the config's catalog section).
 func (s *migrateStack) cmd(env []string, args ...string) *exec.Cmd {
 	c := exec.Command(s.bin, args...)
-	c.Env = append(os.Environ(), "PGUSER="+s.pg.User, "PGPASSWORD="+s.pg.Password, "PGDATABASE="+s.pg.Database)
-	c.Env = append(c.Env, env...)
+	c.Env = append(os.Environ(), env...)
 	return c
 }
 
@@ -130,8 +182,11 @@ func killedBySignal(err error) bool {
 // conversion killed twice (inside a batch, and from outside) and resumed while another session
 // writes, then a rewrap after a key rotation, then check on a good and a bad config.
 func TestMigrationBinary(t *testing.T) {
+	t0 := time.Now()
 	s := startMigrateStack(t)
 	ctx := context.Background()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(t0).Seconds(), what) }
+	step("stack started")
 	const rows = 20000
 	if _, err := s.conn.Exec(ctx, `CREATE TABLE employees (id bigint PRIMARY KEY, name text, ssn text);
 		INSERT INTO employees SELECT g, 'n' || g, CASE WHEN g % 100 = 0 THEN NULL ELSE lpad(g::text, 9, '0') END FROM generate_series(1, 20000) g`); err != nil {
@@ -160,6 +215,7 @@ func TestMigrationBinary(t *testing.T) {
 		t.Errorf("no progress lines on stderr:\n%s", stderr)
 	}
 
+	step("killed in a batch")
 	// 2. Killed from outside while throttled.
 	c := s.cmd(nil, append(args, "--rate", "4000", "--batch", "250")...)
 	if err := c.Start(); err != nil {
@@ -182,8 +238,12 @@ func TestMigrationBinary(t *testing.T) {
 		t.Fatalf("%d sealed, progress says %d: a batch was half-done", sealed, done)
 	}
 
-	// 3. Resumed to the end while another session writes.
-	w, err := pgx.Connect(ctx, s.pg.UserDSN())
+	step("killed from outside")
+	// 3. Resumed to the end while another session writes through the proxy, which runs with a
+	// configuration that does not list the column yet (it is not bytea until the swap).
+	plainCfg, plainPort := s.writeConfig(t, "")
+	proxyDSN, stopProxy := s.serve(t, plainCfg, plainPort)
+	w, err := pgx.Connect(ctx, proxyDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +315,17 @@ func TestMigrationBinary(t *testing.T) {
 	}
 	ck := colkeys.Column{Table: "public.employees", Name: "ssn", Scope: "payroll:employees.ssn", Mode: "deterministic"}
 	s.checkValues(t, ck, want, 1)
+	w.Close(ctx)
+	stopProxy()
 
+	// The proxy, restarted with the column configured, reads the originals back (the envelopes
+	// name the column as the proxy does) and finds rows by equality on the deterministic column.
+	encCfg, encPort := s.writeConfig(t, ssnColumn)
+	proxyDSN, stopProxy = s.serve(t, encCfg, encPort)
+	s.checkThroughProxy(t, proxyDSN, want)
+	stopProxy()
+
+	step("encrypted, read through the proxy")
 	// 4. Rewrap after a rotation.
 	if out, err := s.ks.Run("keyring", "rotate", "payroll"); err != nil {
 		t.Fatalf("rotate: %v\n%s", err, out)
@@ -281,12 +351,13 @@ func TestMigrationBinary(t *testing.T) {
 	}
 	s.checkValues(t, ck, want, 2)
 
+	step("rewrapped")
 	// 5. check: the good config, then one with a column that does not exist and a plaintext one.
 	stdout, _, err = s.run(t, nil, "check", "--config", s.config)
 	if err != nil || !strings.Contains(stdout, "0 problem(s)") || !strings.Contains(stdout, "key versions [2]") {
 		t.Errorf("check of the good config: %v\n%s", err, stdout)
 	}
-	bad := s.writeConfig(t, s.socket,
+	bad, _ := s.writeConfig(t, ssnColumn+
 		"  - {table: public.employees, column: nothere, type: text, mode: randomized, scope: \"payroll:x\"}\n"+
 			"  - {table: public.employees, column: name, type: text, mode: randomized, scope: \"payroll:y\"}\n")
 	stdout, _, err = s.run(t, nil, "check", "--config", bad)
@@ -309,6 +380,59 @@ func TestMigrationBinary(t *testing.T) {
 		_, stderr, err := s.run(t, nil, a...)
 		if !errors.As(err, &ee) || ee.ExitCode() != ExitConfig {
 			t.Errorf("%v: %v (%s), want exit %d", a, err, stderr, ExitConfig)
+		}
+	}
+}
+
+// checkThroughProxy reads every row through the proxy and looks a few up by value.
+func (s *migrateStack) checkThroughProxy(t *testing.T, dsn string, want map[int64]*string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT id, ssn FROM employees`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]*string{}
+	for rows.Next() {
+		var id int64
+		var v *string
+		if err := rows.Scan(&id, &v); err != nil {
+			t.Fatalf("read through the proxy: %v", err)
+		}
+		got[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read through the proxy: %v", err)
+	}
+	bad := 0
+	for id, w := range want {
+		g, ok := got[id]
+		if !ok || (w == nil) != (g == nil) || (w != nil && *w != *g) {
+			t.Errorf("row %d through the proxy differs", id)
+			if bad++; bad > 10 {
+				t.Fatal("too many bad rows")
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d rows through the proxy, want %d", len(got), len(want))
+	}
+	n := 0
+	for id, w := range want {
+		if w == nil {
+			continue
+		}
+		var found int64
+		if err := c.QueryRow(ctx, `SELECT id FROM employees WHERE ssn = $1`, *w).Scan(&found); err != nil || found != id {
+			t.Errorf("lookup by value through the proxy: id %d, %v; want %d", found, err, id)
+		}
+		if n++; n == 5 {
+			break
 		}
 	}
 }
