@@ -359,7 +359,7 @@ func TestMigrationBinary(t *testing.T) {
 	}
 	bad, _ := s.writeConfig(t, ssnColumn+
 		"  - {table: public.employees, column: nothere, type: text, mode: randomized, scope: \"payroll:x\"}\n"+
-			"  - {table: public.employees, column: name, type: text, mode: randomized, scope: \"payroll:y\"}\n")
+		"  - {table: public.employees, column: name, type: text, mode: randomized, scope: \"payroll:y\"}\n")
 	stdout, _, err = s.run(t, nil, "check", "--config", bad)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != ExitError {
