@@ -26,9 +26,10 @@
 //   - Enroll and Rotate back the whole header area up to a new file before their first write, and use
 //     volume/luks2's write order: interrupted at any byte, the volume still opens with every
 //     passphrase it opened with before (the recovery passphrase is never touched).
-//   - Unlock opens only the keyslot its token names (a forged token cannot make it run the slow KDF of
-//     another keyslot, nor try the derived passphrase on one it did not enroll), and refuses the
-//     ciphers volume/luks2 refuses.
+//   - Unlock tries the derived passphrase on the one keyslot its token names, never on the others (so it
+//     never runs the deliberately slow KDF of a recovery keyslot), and refuses the ciphers volume/luks2
+//     refuses. A forged token naming the recovery keyslot can make that KDF run once: a delay, which
+//     anyone able to rewrite the header can cause anyway.
 //   - Keys and passphrases live in memsafe.Key; they never appear in errors.
 //   - Errors wrap sentinels for every failure a boot script must tell apart: ErrNoToken,
 //     ErrWrongKey, ErrBusy, client.ErrDenied / ErrUnavailable / ErrNotFound, luks2.ErrNotLUKS2.
