@@ -333,3 +333,35 @@ func TestSlabLockLimit(t *testing.T) {
 		t.Fatalf("want a clean mlock error past RLIMIT_MEMLOCK: %s", s)
 	}
 }
+
+// BenchmarkKeyFromReader: what receiving one key costs, in a memguard buffer of its own or in a slab
+// slot, from allocation to Destroy.
+func BenchmarkKeyFromReader(b *testing.B) {
+	src := make([]byte, 32)
+	for _, c := range []struct {
+		name string
+		mk   func(io.Reader, int) (*memsafe.Key, error)
+	}{{"memguard", memsafe.FromReader}, {"slab", memsafe.SlabFromReader}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				k, err := c.mk(bytes.NewReader(src), 32)
+				if err != nil {
+					b.Fatal(err)
+				}
+				k.Destroy()
+			}
+		})
+		b.Run(c.name+"-parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					k, err := c.mk(bytes.NewReader(src), 32)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					k.Destroy()
+				}
+			})
+		})
+	}
+}
