@@ -34,10 +34,10 @@ var typeCols = []string{"text", "varchar", "int2", "int4", "int8", "numeric", "f
 
 const rolePassword = "role-pw"
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, alsoExe ...string) *env {
 	t.Helper()
 	e := &env{pg: testenv.Postgres(t)}
-	e.st = colkeystest.Start(t)
+	e.st = colkeystest.Start(t, alsoExe...)
 	e.keys = colkeys.New(colkeys.Config{Agent: e.st.Client, TTL: 300 * time.Millisecond})
 	t.Cleanup(e.keys.Close)
 	var typed []string

@@ -29,7 +29,7 @@ type Stack struct {
 const policyTmpl = `version: 1
 principals:
   tester: {uid: %[2]d, exe: %[1]s, act_for: ["db:*"]}
-roles:
+%[3]sroles:
   payroll: {grants: [{scopes: ["payroll:*"], ops: [encrypt, decrypt]}]}
   analyst: {grants: [{scopes: ["payroll:employees.salary"], ops: [decrypt]}]}
   vault:   {grants: [{scopes: ["vault:*"], ops: [encrypt, decrypt]}]}
@@ -41,16 +41,21 @@ cache: {ttl: 1s, offline_grace: 0s, max_keys: 256}
 `
 
 // Start starts the stack (not parallel-safe: SoftHSM reads its configuration from the environment).
-func Start(t testing.TB) *Stack {
+// Executables in also (say, a built colcrypt binary) may act for "db:*" too.
+func Start(t testing.TB, also ...string) *Stack {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	self, _ = filepath.EvalSymlinks(self)
+	extra := ""
+	for i, exe := range also {
+		extra += fmt.Sprintf("  extra%d: {uid: %d, exe: %s, act_for: [\"db:*\"]}\n", i, os.Getuid(), exe)
+	}
 	ks := testenv.StartKeyService(t, testenv.KeyServiceOptions{Keyrings: []string{"payroll", "vault:hsm-aead"}})
 	a := testenv.StartAgent(t, testenv.AgentOptions{
-		Policy:      fmt.Sprintf(policyTmpl, self, os.Getuid()),
+		Policy:      fmt.Sprintf(policyTmpl, self, os.Getuid(), extra),
 		KeyServices: []*testenv.KeyService{ks},
 	})
 	c := client.New(a.Socket)
