@@ -14,6 +14,25 @@ import (
 	"github.com/keyward/keyward/memsafe"
 )
 
+// request is the ioctl request number of a DM command on this architecture.
+func request(cmd uintptr) uintptr {
+	switch cmd {
+	case cmdVersion:
+		return unix.DM_VERSION
+	case cmdDevCreate:
+		return unix.DM_DEV_CREATE
+	case cmdDevRemove:
+		return unix.DM_DEV_REMOVE
+	case cmdDevSuspend:
+		return unix.DM_DEV_SUSPEND
+	case cmdDevStatus:
+		return unix.DM_DEV_STATUS
+	case cmdTableLoad:
+		return unix.DM_TABLE_LOAD
+	}
+	panic("dm: unknown command")
+}
+
 // Control is an open /dev/mapper/control. It is safe for concurrent use as far as the kernel is;
 // callers serialise activations of the same name.
 type Control struct {
@@ -239,7 +258,7 @@ func (c *Control) makeNode(name string, major, minor uint32) (string, error) {
 	dev := unix.Mkdev(major, minor)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err == nil {
-		if st.Mode&unix.S_IFMT == unix.S_IFBLK && st.Rdev == dev {
+		if st.Mode&unix.S_IFMT == unix.S_IFBLK && uint64(st.Rdev) == dev {
 			return path, nil // udev (or devtmpfs) was faster
 		}
 		if err := os.Remove(path); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -22,12 +23,12 @@ func TestABIConstants(t *testing.T) {
 		name      string
 		got, want uintptr
 	}{
-		{"DM_VERSION", request(cmdVersion), unix.DM_VERSION},
-		{"DM_DEV_CREATE", request(cmdDevCreate), unix.DM_DEV_CREATE},
-		{"DM_DEV_REMOVE", request(cmdDevRemove), unix.DM_DEV_REMOVE},
-		{"DM_DEV_SUSPEND", request(cmdDevSuspend), unix.DM_DEV_SUSPEND},
-		{"DM_DEV_STATUS", request(cmdDevStatus), unix.DM_DEV_STATUS},
-		{"DM_TABLE_LOAD", request(cmdTableLoad), unix.DM_TABLE_LOAD},
+		{"DM_VERSION", generic(cmdVersion), unix.DM_VERSION},
+		{"DM_DEV_CREATE", generic(cmdDevCreate), unix.DM_DEV_CREATE},
+		{"DM_DEV_REMOVE", generic(cmdDevRemove), unix.DM_DEV_REMOVE},
+		{"DM_DEV_SUSPEND", generic(cmdDevSuspend), unix.DM_DEV_SUSPEND},
+		{"DM_DEV_STATUS", generic(cmdDevStatus), unix.DM_DEV_STATUS},
+		{"DM_TABLE_LOAD", generic(cmdTableLoad), unix.DM_TABLE_LOAD},
 		{"sizeof dm_ioctl", sizeofIoctl, unix.SizeofDmIoctl},
 		{"sizeof dm_target_spec", sizeofTargetSpec, unix.SizeofDmTargetSpec},
 		{"DM_SECURE_DATA_FLAG", flagSecureData, unix.DM_SECURE_DATA_FLAG},
@@ -47,6 +48,16 @@ func TestABIConstants(t *testing.T) {
 			t.Errorf("%s = %#x, kernel has %#x", tc.name, tc.got, tc.want)
 		}
 	}
+}
+
+// generic is the request number in the generic ioctl encoding; on architectures with another one
+// (mips, powerpc, sparc) only the x/sys/unix numbers apply.
+func generic(cmd uintptr) uintptr {
+	switch runtime.GOARCH {
+	case "amd64", "386", "arm", "arm64", "riscv64", "s390x", "loong64":
+		return iowr(dmIoctlType, cmd, sizeofIoctl)
+	}
+	return request(cmd)
 }
 
 func asKernel(b []byte) *unix.DmIoctl { return (*unix.DmIoctl)(unsafe.Pointer(&b[0])) }
@@ -164,14 +175,14 @@ func (r *recorder) ioctl(req uintptr, buf []byte) error {
 	r.flags = append(r.flags, h.Flags)
 	r.bufs = append(r.bufs, buf)
 	r.sawKey = append(r.sawKey, bytes.Contains(buf, []byte("000102030405")))
-	if binary.LittleEndian.Uint32(buf[offDataSize:]) != uint32(len(buf)) {
+	if binary.NativeEndian.Uint32(buf[offDataSize:]) != uint32(len(buf)) {
 		return unix.EINVAL
 	}
 	if req == r.failOn {
 		return r.errno
 	}
 	if req == request(cmdDevSuspend) {
-		binary.LittleEndian.PutUint64(buf[offDev:], r.dev)
+		binary.NativeEndian.PutUint64(buf[offDev:], r.dev)
 	}
 	return nil
 }
@@ -199,7 +210,7 @@ func TestActivateSequence(t *testing.T) {
 		t.Fatal("the table buffer carried no key or was not wiped after the ioctl")
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != unix.Mkdev(253, 7) {
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || uint64(st.Rdev) != unix.Mkdev(253, 7) {
 		t.Fatalf("node %s: %v mode %o rdev %x", path, err, st.Mode, st.Rdev)
 	}
 	// Activation again over the existing node keeps it; Remove drops the node.
@@ -259,9 +270,9 @@ func TestSplitDev(t *testing.T) {
 
 func TestStatusDecodes(t *testing.T) {
 	c := &Control{devDir: t.TempDir(), ioctl: func(req uintptr, buf []byte) error {
-		binary.LittleEndian.PutUint64(buf[offDev:], unix.Mkdev(253, 2))
-		binary.LittleEndian.PutUint32(buf[offOpenCount:], 1)
-		binary.LittleEndian.PutUint32(buf[offFlags:], flagSuspend)
+		binary.NativeEndian.PutUint64(buf[offDev:], unix.Mkdev(253, 2))
+		binary.NativeEndian.PutUint32(buf[offOpenCount:], 1)
+		binary.NativeEndian.PutUint32(buf[offFlags:], flagSuspend)
 		copy(buf[offUUID:], "CRYPT-LUKS2-x-root")
 		return nil
 	}}
