@@ -353,6 +353,46 @@ func TestColumns(t *testing.T) {
 		}
 	})
 
+	t.Run("sql prepare, cursors, pipelines, describe", func(t *testing.T) {
+		out, err := e.pg.Psql(t, e.userDSN(addr), "-A", "-t",
+			"-c", `PREPARE ins (int, text, text) AS INSERT INTO employees (id, name, ssn, salary) VALUES ($1, $2, $3, 50)`,
+			"-c", `EXECUTE ins(60, 'prep', 'ssn-60')`,
+			"-c", `PREPARE sel (text) AS SELECT name, salary FROM employees WHERE ssn = $1`,
+			"-c", `EXECUTE sel('ssn-60')`,
+			"-c", `BEGIN; DECLARE cur CURSOR FOR SELECT ssn, salary FROM employees WHERE id = 60; FETCH 1 FROM cur; COMMIT;`,
+			"-c", `SELECT e.name, t.t_text FROM employees e JOIN typed t ON t.id = 1 WHERE e.ssn = 'ssn-60'`,
+			"-c", `WITH x AS (SELECT ssn AS s FROM employees WHERE id = 60) SELECT s AS alias FROM x`)
+		want := "prep|50\nssn-60|50\nprep|psql\nssn-60"
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("psql: %v\n%s\nwant %q", err, out, want)
+		}
+		c := connect(t, e.userDSN(addr), pgx.QueryExecModeCacheStatement)
+		// A pipeline with a refused statement in the middle: the others run, the session stays usable.
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO employees (id, name, ssn) VALUES (61, 'batch', 'ssn-61')`)
+		b.Queue(`SELECT id FROM employees ORDER BY salary`)
+		err = c.SendBatch(ctx, b).Close()
+		wantCode(t, err, "0A000", "salary")
+		var name string
+		if err := c.QueryRow(ctx, `SELECT name FROM employees WHERE ssn = $1`, "ssn-61").Scan(&name); err == nil {
+			t.Fatalf("the implicit transaction of the failed pipeline was committed (%q)", name)
+		}
+		// Describe only: declared types in ParameterDescription and RowDescription.
+		sd, err := c.Prepare(ctx, "d1", `SELECT ssn, salary, note FROM employees WHERE ssn = $1 AND id = $2`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(sd.ParamOIDs) != "[25 23]" || sd.Fields[0].DataTypeOID != 25 || sd.Fields[1].DataTypeOID != 1700 || sd.Fields[2].DataTypeOID != 25 {
+			t.Fatalf("described params %v fields %v", sd.ParamOIDs, sd.Fields)
+		}
+		// hsm column denied (on_denied: error): the agent's answer to a probe, before any row.
+		carol := connect(t, e.dsn(addr, "carol", rolePassword), pgx.QueryExecModeCacheStatement)
+		err = carol.QueryRow(ctx, `SELECT note FROM employees LIMIT 1`).Scan(new(string))
+		wantCode(t, err, "42501", "public.employees.note")
+		_, err = carol.Exec(ctx, `INSERT INTO employees (id, note) VALUES (62, $1)`, "x")
+		wantCode(t, err, "42501", "public.employees.note")
+	})
+
 	t.Run("ddl refreshes the catalog", func(t *testing.T) {
 		c := connect(t, e.userDSN(addr), pgx.QueryExecModeSimpleProtocol)
 		if _, err := c.Exec(ctx, `ALTER TABLE secrets ADD COLUMN z int; ALTER TABLE secrets DROP COLUMN z`); err != nil {
