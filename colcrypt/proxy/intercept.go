@@ -172,7 +172,9 @@ type Statement struct {
 	Name      string
 	SQL       string
 	ParamOIDs []uint32 // as the client declared them in Parse (0 = unspecified)
-	// Params and Fields are filled from the server's answer to a Describe of the statement.
+	// Params and Fields are filled from the server's answer to a Describe of the statement. In a
+	// pipeline (Parse, Describe, Bind, Execute sent together) that answer has not arrived when the
+	// frontend hook sees the Bind: the backend hook sees them in order, before the Execute's rows.
 	Params *pgproto3.ParameterDescription
 	Fields *pgproto3.RowDescription // nil: not described yet or NoData
 	// Data is free for the hooks (the statement's analysis, say).
