@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -432,17 +433,22 @@ func (r *runner) catchUp(ctx context.Context) error {
 }
 
 // verifyEncrypted is phase 3: every sealed shadow value (or a sample) must open to the canonical
-// encoding of the value beside it, read in the same snapshot.
+// encoding of the value beside it, read in the same snapshot. Mismatching rows get their shadow
+// reset to NULL ("to do") before the error is returned, so that a re-run seals them again and
+// verifies them again; the original column is never touched.
 func (r *runner) verifyEncrypted(ctx context.Context) error {
 	t := r.t
 	ve := &VerifyError{Column: t.name()}
-	check := func(rows [][][]byte, vi int) error {
+	var bad [][]string // primary keys of mismatching rows
+	vi := len(t.pk)
+	check := func(rows [][][]byte) error {
 		for _, row := range rows {
 			orig, env := row[vi], row[vi+1]
+			mismatch := false
 			switch {
 			case orig == nil && env != nil:
 				ve.Checked++
-				ve.Mismatches++
+				mismatch = true
 			case env == nil:
 				// Not sealed yet (written meanwhile): the swap seals it under its lock.
 			default:
@@ -456,30 +462,39 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 					return fmt.Errorf("migrate: verify %s: %w", t.name(), err)
 				}
 				if err != nil || !bytes.Equal(got, canon) {
-					ve.Mismatches++
+					mismatch = true
 					if ve.FirstErr == nil && err != nil {
 						ve.FirstErr = err
 					}
 				}
 			}
+			if mismatch {
+				ve.Mismatches++
+				key := make([]string, len(t.pk))
+				for i := range t.pk {
+					key[i] = string(row[i])
+				}
+				bad = append(bad, key)
+			}
 		}
 		return nil
 	}
-	val := t.qcol + `::` + t.declared.SQLName()
+	order, keyText, after := t.keyset(1)
+	sel := `SELECT ` + keyText + `, ` + t.qcol + `::` + t.declared.SQLName() + `, ` + t.qshadow + ` FROM ` + t.qtable
+	formats := textFormats(len(t.pk), 1, 1)
 	if r.o.VerifySample > 0 {
 		err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
-			rows, err := rawQuery(ctx, tx, `SELECT `+val+`, `+t.qshadow+` FROM `+t.qtable+` WHERE `+t.qshadow+` IS NOT NULL OR `+t.qcol+
-				fmt.Sprintf(` IS NULL ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, []int16{1, 1})
+			rows, err := rawQuery(ctx, tx, sel+` WHERE `+t.qshadow+` IS NOT NULL OR `+t.qcol+
+				fmt.Sprintf(` IS NULL ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, formats)
 			if err != nil {
 				return fmt.Errorf("migrate: read verification sample: %w", err)
 			}
-			return check(rows, 0)
+			return check(rows)
 		})
 		if err != nil {
 			return err
 		}
 	} else {
-		order, keyText, after := t.keyset(1)
 		var last []string
 		for {
 			var rows [][][]byte
@@ -489,12 +504,11 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 					where = ` WHERE ` + after
 				}
 				var err error
-				rows, err = rawQuery(ctx, tx, `SELECT `+keyText+`, `+val+`, `+t.qshadow+` FROM `+t.qtable+where+` ORDER BY `+order+
-					fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, textFormats(len(t.pk), 1, 1))
+				rows, err = rawQuery(ctx, tx, sel+where+` ORDER BY `+order+fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, formats)
 				if err != nil {
 					return fmt.Errorf("migrate: read verification batch: %w", err)
 				}
-				return check(rows, len(t.pk))
+				return check(rows)
 			})
 			if err != nil {
 				return err
@@ -512,10 +526,27 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 	}
 	r.res.Verified += ve.Checked
 	r.report(PhaseVerify, ve.Checked, ve.Checked)
-	if ve.Mismatches > 0 {
-		return ve
+	if ve.Mismatches == 0 {
+		return nil
 	}
-	return nil
+	// By primary key, not ctid: the row may have moved since it was read.
+	_, _, keyEq := t.keyset(1)
+	keyEq = strings.Replace(keyEq, ") > (", ") = (", 1)
+	err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, key := range bad {
+			args := make([]any, len(key))
+			for i, k := range key {
+				args[i] = k
+			}
+			b.Queue(`UPDATE `+t.qtable+` SET `+t.qshadow+` = NULL WHERE `+keyEq, args...)
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("%w (and resetting the mismatching rows failed: %v)", ve, err)
+	}
+	return ve
 }
 
 // swap is phase 4, one transaction under ACCESS EXCLUSIVE.

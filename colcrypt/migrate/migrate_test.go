@@ -139,6 +139,8 @@ func TestMigrate(t *testing.T) {
 	t.Run("EncryptColumnTypesAndModes", func(t *testing.T) { testEncryptColumnTypesAndModes(t, e) })
 	t.Run("EncryptColumnRefusals", func(t *testing.T) { testEncryptColumnRefusals(t, e) })
 	t.Run("Check", func(t *testing.T) { testCheck(t, e) })
+	t.Run("VerificationCatchesSwappedValues", func(t *testing.T) { testVerificationCatchesSwappedValues(t, e) })
+	t.Run("LockRetry", func(t *testing.T) { testLockRetry(t, e) })
 	t.Run("RewrapAfterRotation", func(t *testing.T) { testRewrapAfterRotation(t, e) })
 }
 
@@ -274,6 +276,11 @@ func testEncryptColumnCrashResumeConcurrentWrites(t *testing.T, e *env) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "23514" {
 		t.Errorf("plaintext write after the swap: %v, want a check violation", err)
+	}
+	var validated bool
+	if err := c.QueryRow(ctx, `SELECT convalidated FROM pg_constraint WHERE conrelid = 'employees'::regclass AND conname = $1`,
+		migrate.EnvelopeConstraint("ssn")).Scan(&validated); err != nil || !validated {
+		t.Errorf("envelope constraint: validated=%v %v", validated, err)
 	}
 	var state string
 	c.QueryRow(ctx, `SELECT state FROM keyward_migrations WHERE table_name = 'public.employees' AND column_name = 'ssn'`).Scan(&state)
@@ -569,5 +576,106 @@ func testCheck(t *testing.T, e *env) {
 				}
 			}
 		})
+	}
+}
+
+// testVerificationCatchesSwappedValues swaps two sealed shadow values between rows (both open: only
+// the comparison with the original can tell), and expects the run to stop before the swap, the
+// original column untouched, and a re-run to re-seal the two rows and finish.
+func testVerificationCatchesSwappedValues(t *testing.T, e *env) {
+	fresh(t, e)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `INSERT INTO employees SELECT g, 'ssn-' || g FROM generate_series(1, 300) g`)
+	cc := col("employees", "ssn", "text", "randomized", "payroll:employees.ssn")
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: cc, BatchSize: 100,
+		BeforeCommit: func(n int) error {
+			if n == 2 {
+				return errCrash // rows 1..200 sealed
+			}
+			return nil
+		}}
+	if _, err := migrate.EncryptColumn(ctx, o); !errors.Is(err, errCrash) {
+		t.Fatalf("first run: %v", err)
+	}
+	exec(t, c, `UPDATE employees e SET ssn__kw = o.ssn__kw FROM employees o WHERE (e.id, o.id) IN ((10, 20), (20, 10))`)
+	o.BeforeCommit = nil
+	_, err := migrate.EncryptColumn(ctx, o)
+	var ve *migrate.VerifyError
+	if !errors.As(err, &ve) || ve.Mismatches != 2 || ve.Checked != 300 {
+		t.Fatalf("second run: %v, want a VerifyError with 2 mismatches of 300", err)
+	}
+	var typ string
+	c.QueryRow(ctx, `SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'employees'::regclass AND attname = 'ssn'`,
+		pgx.QueryExecModeDescribeExec).Scan(&typ)
+	if typ != "text" {
+		t.Fatalf("ssn is %s after a failed verification, want the original text column", typ)
+	}
+	res, err := migrate.EncryptColumn(ctx, o)
+	if err != nil {
+		t.Fatalf("third run: %v", err)
+	}
+	if res.Rows != 2 {
+		t.Errorf("third run sealed %d values, want the 2 reset ones", res.Rows)
+	}
+	want := map[int64]*string{}
+	for i := int64(1); i <= 300; i++ {
+		want[i] = strp(fmt.Sprintf("ssn-%d", i))
+	}
+	checkEncrypted(t, e, c, cc, coltype.Text, want)
+}
+
+// testLockRetry holds a lock on the table across the prepare and checks the run waits for it
+// (lock_timeout, retries) instead of failing or queueing forever.
+func testLockRetry(t *testing.T, e *env) {
+	fresh(t, e)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `INSERT INTO employees SELECT g, 'ssn-' || g FROM generate_series(1, 50) g`)
+	holder := e.conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE employees IN ACCESS SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		released <- time.Now()
+		tx.Rollback(ctx)
+	}()
+	cc := col("employees", "ssn", "text", "randomized", "payroll:employees.ssn")
+	res, err := migrate.EncryptColumn(ctx, migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: cc, LockTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("run with a held lock: %v", err)
+	}
+	at := <-released
+	if res.Elapsed < time.Second || time.Since(at) < 0 {
+		t.Errorf("finished in %v: did not wait for the lock", res.Elapsed)
+	}
+	if res.Rows != 50 {
+		t.Errorf("%d rows sealed", res.Rows)
+	}
+	// A lock held longer than every retry: a clear lock error, nothing changed.
+	exec(t, c, `CREATE TABLE other (id int PRIMARY KEY, ssn text)`)
+	tx, err = holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE other IN ACCESS SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: col("other", "ssn", "text", "randomized", "payroll:x"), LockTimeout: 50 * time.Millisecond}
+	cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	_, err = migrate.EncryptColumn(cctx, o)
+	var pe *pgconn.PgError
+	if !(errors.As(err, &pe) && pe.Code == "55P03") && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("run against a lock never released: %v", err)
 	}
 }
