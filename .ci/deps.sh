@@ -10,7 +10,7 @@ packages=(
   cryptsetup-bin                 # LUKS2 images and the oracle for volume/luks2
   openssl                        # BYOK bundles made as the cloud import docs say
   gcc libc6-dev                  # cgo: PKCS#11 and the Postgres parser
-  qemu-system-x86 linux-image-amd64 busybox-static cpio   # the boot test of volumectl
+  qemu-system-x86 linux-image-amd64 busybox-static cpio e2fsprogs   # the boot test of volumectl
   passwd                         # useradd for the unprivileged test user
 )
 

@@ -148,7 +148,7 @@ func (a *Agent) serveConn(ctx context.Context, c *net.UnixConn) {
 			_ = conn.Skip()
 			a.record(callerEvent(caller, audit.Event{Op: t.String(), Decision: audit.Deny,
 				Reason: "the process that opened this connection has exited"}))
-			_ = conn.WriteMsg(&wire.ErrorResponse{Code: wire.CodeDenied, Message: "denied: the connecting process has exited"})
+			_ = conn.WriteMsg(&wire.ErrorResponse{Code: wire.CodeDenied, Message: "the connecting process has exited"})
 			return
 		}
 		if !a.handle(ctx, caller, conn, t) {
@@ -223,7 +223,7 @@ func (a *Agent) decide(caller policy.Caller, actingFor, scope string, op policy.
 	}
 	ev.Decision, ev.Reason = audit.Deny, d.Reason
 	a.record(callerEvent(caller, ev))
-	return d, &wire.ErrorResponse{Code: wire.CodeDenied, Message: "denied: " + d.Reason}
+	return d, &wire.ErrorResponse{Code: wire.CodeDenied, Message: d.Reason}
 }
 
 func (a *Agent) key(ctx context.Context, caller policy.Caller, conn *wire.Conn, r *wire.KeyRequest) error {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -70,10 +69,7 @@ func getCmd(e *env) *cobra.Command {
 			defer c.Close()
 			k, v, err := c.Key(cmd.Context(), client.Request{Scope: scope, Version: version, ActingFor: as, Op: op, Bits: bits})
 			if err != nil {
-				if errors.Is(err, client.ErrDenied) {
-					return fmt.Errorf("denied: %w", err)
-				}
-				return err
+				return err // a denial reads "denied: <the policy's reason>"
 			}
 			defer k.Destroy()
 			sum, err := kdf.KCV(k)
