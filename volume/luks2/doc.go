@@ -61,7 +61,7 @@
 //     one; only the passphrase's secrecy stops it from opening with our passphrase.
 //   - Go cannot wipe everything: AES key schedules, HMAC states and argon2's work memory are garbage
 //     collected, not zeroed.
-//   - A forged header can still make an unlock slow or memory-hungry (PBKDF2 iterations up to 2^32,
+//   - A forged header can still make an unlock slow or memory-hungry (PBKDF2 iterations up to 2^31,
 //     Argon2 memory up to cryptsetup's 4 GiB cap): denial of service, which anyone able to swap the
 //     header can cause anyway.
 //   - Writers assume exclusive access: no locking against a concurrent cryptsetup.

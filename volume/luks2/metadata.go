@@ -21,7 +21,7 @@ const (
 	maxArgonMemory = 4 << 20 // KiB (4 GiB), cryptsetup's maximum
 	maxArgonTime   = 1 << 24
 	maxArgonCPUs   = 255 // argon2 lanes are a uint8 in golang.org/x/crypto/argon2
-	maxIterations  = 1<<32 - 1
+	maxIterations  = 1<<31 - 1 // fits int everywhere; hours of PBKDF2 already
 )
 
 // Metadata is the decoded JSON area.
