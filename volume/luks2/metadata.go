@@ -20,7 +20,7 @@ const (
 	maxStripes     = 1 << 16 // cryptsetup only writes 4000
 	maxArgonMemory = 4 << 20 // KiB (4 GiB), cryptsetup's maximum
 	maxArgonTime   = 1 << 24
-	maxArgonCPUs   = 255 // argon2 lanes are a uint8 in golang.org/x/crypto/argon2
+	maxArgonCPUs   = 255       // argon2 lanes are a uint8 in golang.org/x/crypto/argon2
 	maxIterations  = 1<<31 - 1 // fits int everywhere; hours of PBKDF2 already
 )
 
