@@ -35,7 +35,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -88,6 +90,7 @@ type Interceptor struct {
 	cat      *catalog
 	log      *slog.Logger
 	maxPlans int
+	names    []string // protected tables' names, lower case
 
 	pmu   sync.Mutex
 	pgen  uint64
@@ -126,6 +129,9 @@ func New(ctx context.Context, cfg Config) (*Interceptor, error) {
 	seen := map[string]bool{}
 	for _, c := range cfg.Columns {
 		s, t := splitTable(c.Table)
+		if lt := strings.ToLower(t); !slices.Contains(ic.names, lt) {
+			ic.names = append(ic.names, lt)
+		}
 		k := s + "." + t + "." + c.Column
 		if seen[k] {
 			return nil, fmt.Errorf("columns: column %s is configured twice", k)
@@ -168,6 +174,10 @@ func (ic *Interceptor) plan(ctx context.Context, role, sql string) (*analyze.Pla
 	if p != nil {
 		return p, snap
 	}
+	if !ic.mentionsProtected(sql) {
+		// Not cached: texts that differ only in their constants would flood the cache.
+		return passPlan, snap
+	}
 	p = analyze.Analyze(sql, snap, analyze.Options{SearchPath: []string{role, "public"}})
 	ic.pmu.Lock()
 	if ic.pgen == snap.gen {
@@ -178,6 +188,61 @@ func (ic *Interceptor) plan(ctx context.Context, role, sql string) (*analyze.Pla
 	}
 	ic.pmu.Unlock()
 	return p, snap
+}
+
+var passPlan = &analyze.Plan{Action: analyze.Pass}
+
+// mentionsProtected is the cheap test that keeps statements about other tables away from the
+// parser: a statement can reach a protected table only by naming it, so a text that contains none of
+// their names (compared without regard to case, which only widens the match) has nothing to encrypt.
+// Some texts are always analyzed (alwaysAnalyze). (Views and
+// functions over protected tables are beyond the analyzer too; they are the catalog's to forbid.)
+func (ic *Interceptor) mentionsProtected(sql string) bool {
+	for _, name := range ic.names {
+		if containsFold(sql, name) {
+			return true
+		}
+	}
+	for _, w := range alwaysAnalyze {
+		if containsFold(sql, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// alwaysAnalyze: words that make a text worth the parser whatever tables it names. EXECUTE runs a
+// PREPAREd statement (whose text named the table), PREPARE/DEALLOCATE/DISCARD keep the session's
+// record of them right, and U& identifiers can spell a table's name with escapes.
+var alwaysAnalyze = []string{"execute", "prepare", "deallocate", "discard", "u&"}
+
+// containsFold reports whether s contains the lower-case ASCII word sub, ignoring ASCII case.
+func containsFold(s, sub string) bool {
+	n := len(sub)
+	if n == 0 {
+		return true
+	}
+	first := sub[0]
+	for i := 0; i+n <= len(s); i++ {
+		c := s[i]
+		if c|0x20 != first && c != first {
+			continue
+		}
+		j := 1
+		for ; j < n; j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
 }
 
 // errorResponse builds the ErrorResponse for a refusal.
