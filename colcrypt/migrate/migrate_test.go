@@ -141,6 +141,7 @@ func TestMigrate(t *testing.T) {
 	t.Run("Check", func(t *testing.T) { testCheck(t, e) })
 	t.Run("VerificationCatchesSwappedValues", func(t *testing.T) { testVerificationCatchesSwappedValues(t, e) })
 	t.Run("LockRetry", func(t *testing.T) { testLockRetry(t, e) })
+	t.Run("Throttle", func(t *testing.T) { testThrottle(t, e) })
 	t.Run("RewrapAfterRotation", func(t *testing.T) { testRewrapAfterRotation(t, e) })
 }
 
@@ -181,6 +182,13 @@ func testEncryptColumnCrashResumeConcurrentWrites(t *testing.T, e *env) {
 	}
 	if sealed != 5000 {
 		t.Fatalf("%d rows sealed after the crash, want the 5 committed batches (5000)", sealed)
+	}
+
+	// Resuming with another mode would mix two kinds of envelopes in one column.
+	changed := o
+	changed.Column.Mode = "randomized"
+	if _, err := migrate.EncryptColumn(ctx, changed); !errors.Is(err, migrate.ErrConfigChanged) {
+		t.Fatalf("resume with another mode: %v, want ErrConfigChanged", err)
 	}
 
 	// A writer on its own connection while the second run goes on.
@@ -678,5 +686,37 @@ func testLockRetry(t *testing.T, e *env) {
 	var pe *pgconn.PgError
 	if !(errors.As(err, &pe) && pe.Code == "55P03") && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("run against a lock never released: %v", err)
+	}
+}
+
+func testThrottle(t *testing.T, e *env) {
+	fresh(t, e)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `INSERT INTO employees SELECT g, 'ssn-' || g FROM generate_series(1, 600) g`)
+	var reports []migrate.Progress
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, BatchSize: 100, Rate: 600,
+		Column:   col("employees", "ssn", "text", "randomized", "payroll:employees.ssn"),
+		Progress: func(p migrate.Progress) { reports = append(reports, p) }}
+	res, err := migrate.EncryptColumn(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 600 rows at 600 rows/s: the last batch may not start before 5/6 s.
+	if res.Elapsed < 800*time.Millisecond {
+		t.Errorf("600 rows at 600 rows/s took %v", res.Elapsed)
+	}
+	var copies int
+	for _, p := range reports {
+		if p.Phase == migrate.PhaseCopy && p.Total != 600 {
+			t.Errorf("copy progress total %d, want 600", p.Total)
+		}
+		if p.Phase == migrate.PhaseCopy {
+			copies++
+		}
+	}
+	if copies != 7 { // the start and one per batch
+		t.Errorf("%d copy progress reports, want 7", copies)
 	}
 }
