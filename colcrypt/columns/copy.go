@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/keyward/keyward/colcrypt/analyze"
 	"github.com/keyward/keyward/colcrypt/colkeys"
@@ -460,6 +461,7 @@ func (ss *session) copyOut(m *proxy.BackendMessage) proxy.Verdict {
 	if st.row == 1 && st.cp.Header {
 		return proxy.Pass()
 	}
+	ss.now = time.Now()
 	line := m.Body()
 	var eol []byte
 	if n := len(line); n > 0 && line[n-1] == '\n' {
