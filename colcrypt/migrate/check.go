@@ -70,13 +70,31 @@ func countColumns(r *Report) int {
 	return len(seen)
 }
 
-// Check validates cfg's columns against the live catalog (conn, a direct connection) and the key
-// agent (keys, acting for identity): each column exists, is bytea, holds only envelopes of its
-// scope, has no unfinished encrypt-column run, and identity can seal and open with its keys. It only
-// reads. The error is for a failure of the check itself (the database went away); problems are in
-// the report.
-func Check(ctx context.Context, cfg *config.Config, conn *pgx.Conn, keys Keys, identity string) (*Report, error) {
+// CheckOptions is what Check runs with.
+type CheckOptions struct {
+	Conn     *pgx.Conn // a direct connection
+	Keys     Keys
+	Identity string // "db:<role>" whose keys are tried
+	// Ping, if set, is called first: an error means the key agent cannot be reached, reported once
+	// (instead of once per column) and the key checks are skipped.
+	Ping func(context.Context) error
+}
+
+// Check validates cfg's columns against the live catalog and the key agent: each column exists,
+// is bytea, holds only envelopes of its scope, has no unfinished encrypt-column run, and the
+// identity can seal and open with its keys. It only reads. The error is for a failure of the check
+// itself (the database went away); problems are in the report.
+func Check(ctx context.Context, cfg *config.Config, o CheckOptions) (*Report, error) {
 	rep := &Report{}
+	keys := o.Keys
+	if o.Ping != nil {
+		if err := o.Ping(ctx); err != nil {
+			rep.Findings = append(rep.Findings, Finding{Problem: true, Message: fmt.Sprintf("key agent unreachable: %v", err)})
+			keys = nil
+		} else {
+			rep.Findings = append(rep.Findings, Finding{Message: "key agent reachable"})
+		}
+	}
 	if len(cfg.Columns) == 0 {
 		rep.Findings = append(rep.Findings, Finding{Message: "no columns configured"})
 	}
@@ -91,8 +109,8 @@ func Check(ctx context.Context, cfg *config.Config, conn *pgx.Conn, keys Keys, i
 			continue
 		}
 		seen[name] = true
-		if err := checkColumn(ctx, conn, keys, identity, c, add); err != nil {
-			if conn.IsClosed() || ctx.Err() != nil {
+		if err := checkColumn(ctx, o.Conn, keys, o.Identity, c, add); err != nil {
+			if o.Conn.IsClosed() || ctx.Err() != nil {
 				return rep, err
 			}
 			add(true, "%v", err)
@@ -155,6 +173,9 @@ func checkColumn(ctx context.Context, conn *pgx.Conn, keys Keys, identity string
 	add(false, "%d values, key versions %v, %s", values, versions, guard)
 
 	// Keys: seal and open a probe, then open one stored value (its version must still be live).
+	if keys == nil {
+		return nil
+	}
 	sealer, err := keys.Sealer(ctx, identity, t.ck)
 	if err != nil {
 		add(true, "no encryption key for %s: %v", identity, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyward/keyward/colcrypt/coltype"
 	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/migrate"
+	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/testenv"
 )
 
@@ -554,23 +556,38 @@ func testCheck(t *testing.T, e *env) {
 	if _, err := migrate.EncryptColumn(ctx, migrate.Options{Conn: c, Keys: e.keys, Identity: identity, Column: ssn}); err != nil {
 		t.Fatal(err)
 	}
+	ping := func(ctx context.Context) error {
+		_, err := e.stack.Client.Status(ctx)
+		if errors.Is(err, client.ErrDenied) { // it answered
+			return nil
+		}
+		return err
+	}
+	dead := client.New(filepath.Join(t.TempDir(), "nothing.sock"))
+	defer dead.Close()
+	deadAgent := func(ctx context.Context) error {
+		_, err := dead.Status(ctx)
+		return err
+	}
 	cases := []struct {
 		name     string
 		cols     []config.Column
 		identity string
+		ping     func(context.Context) error
 		problems []string // substrings, one per expected problem
 	}{
-		{"good", []config.Column{ssn}, identity, nil},
-		{"missing column", []config.Column{ssn, col("employees", "nothere", "text", "randomized", "payroll:x")}, identity, []string{"no such table or column"}},
-		{"plaintext column", []config.Column{col("employees", "note", "text", "randomized", "payroll:x")}, identity, []string{"not bytea"}},
-		{"bytea holding plaintext", []config.Column{col("employees", "raw", "bytea", "randomized", "payroll:x")}, identity, []string{"not envelopes"}},
-		{"wrong scope", []config.Column{col("employees", "ssn", "text", "deterministic", "payroll:other")}, identity, []string{"another scope", "does not open"}},
-		{"identity without keys", []config.Column{ssn}, "db:carol", []string{"no encryption key"}},
-		{"twice", []config.Column{ssn, ssn}, identity, []string{"twice"}},
+		{"good", []config.Column{ssn}, identity, ping, nil},
+		{"missing column", []config.Column{ssn, col("employees", "nothere", "text", "randomized", "payroll:x")}, identity, nil, []string{"no such table or column"}},
+		{"plaintext column", []config.Column{col("employees", "note", "text", "randomized", "payroll:x")}, identity, nil, []string{"not bytea"}},
+		{"bytea holding plaintext", []config.Column{col("employees", "raw", "bytea", "randomized", "payroll:x")}, identity, nil, []string{"not envelopes"}},
+		{"wrong scope", []config.Column{col("employees", "ssn", "text", "deterministic", "payroll:other")}, identity, nil, []string{"another scope", "does not open"}},
+		{"identity without keys", []config.Column{ssn}, "db:carol", nil, []string{"no encryption key"}},
+		{"twice", []config.Column{ssn, ssn}, identity, nil, []string{"twice"}},
+		{"agent unreachable", []config.Column{ssn}, identity, deadAgent, []string{"key agent unreachable"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := migrate.Check(ctx, &config.Config{Columns: tc.cols}, c, e.keys, tc.identity)
+			rep, err := migrate.Check(ctx, &config.Config{Columns: tc.cols}, migrate.CheckOptions{Conn: c, Keys: e.keys, Identity: tc.identity, Ping: tc.ping})
 			if err != nil {
 				t.Fatal(err)
 			}

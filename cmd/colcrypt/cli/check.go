@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/keyward/keyward/colcrypt/migrate"
+	"github.com/keyward/keyward/keyagent/client"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -24,7 +27,15 @@ non-zero when there is a problem. It never writes.`,
 				return err
 			}
 			defer e.close()
-			rep, err := migrate.Check(cmd.Context(), e.cfg, e.conn, e.keys, e.identity)
+			ping := func(ctx context.Context) error {
+				// Status is for admins; a denial is an answer, so the agent is there.
+				_, err := e.agent.Status(ctx)
+				if errors.Is(err, client.ErrDenied) {
+					return nil
+				}
+				return err
+			}
+			rep, err := migrate.Check(cmd.Context(), e.cfg, migrate.CheckOptions{Conn: e.conn, Keys: e.keys, Identity: e.identity, Ping: ping})
 			fmt.Fprintf(cmd.OutOrStdout(), "config %s, keys as %s\n%s", e.cfg.Path, e.identity, rep)
 			if err != nil {
 				return err

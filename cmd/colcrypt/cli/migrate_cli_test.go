@@ -354,7 +354,7 @@ func TestMigrationBinary(t *testing.T) {
 	step("rewrapped")
 	// 5. check: the good config, then one with a column that does not exist and a plaintext one.
 	stdout, _, err = s.run(t, nil, "check", "--config", s.config)
-	if err != nil || !strings.Contains(stdout, "0 problem(s)") || !strings.Contains(stdout, "key versions [2]") {
+	if err != nil || !strings.Contains(stdout, "0 problem(s)") || !strings.Contains(stdout, "key versions [2]") || !strings.Contains(stdout, "key agent reachable") {
 		t.Errorf("check of the good config: %v\n%s", err, stdout)
 	}
 	bad, _ := s.writeConfig(t, ssnColumn+
