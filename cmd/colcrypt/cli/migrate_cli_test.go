@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/colcrypt/migrate"
 	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/testenv"
 )
@@ -488,5 +489,52 @@ func (s *migrateStack) checkValues(t *testing.T, ck colkeys.Column, want map[int
 				t.Fatal("too many bad rows")
 			}
 		}
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	cases := []struct {
+		name    string
+		tty     bool
+		updates []migrate.Progress
+		want    []string // substrings, in order
+		lines   int      // newline count
+	}{
+		{"terminal redraws one line per phase", true, []migrate.Progress{
+			{Phase: migrate.PhaseCopy, Done: 0, Total: 100},
+			{Phase: migrate.PhaseCopy, Done: 50, Total: 100},
+			{Phase: migrate.PhaseCopy, Done: 100, Total: 100},
+			{Phase: migrate.PhaseVerify, Done: 100, Total: 100},
+		}, []string{"\r\033[Kcopy     [", "100/100 100%", "\n", "\r\033[Kverify"}, 2},
+		{"log gets a line per phase change and at the end", false, []migrate.Progress{
+			{Phase: migrate.PhaseCopy, Done: 0, Total: 100},
+			{Phase: migrate.PhaseCopy, Done: 50, Total: 100},
+			{Phase: migrate.PhaseCopy, Done: 100, Total: 100},
+			{Phase: migrate.PhaseCopy, Done: 110, Total: 110},
+			{Phase: migrate.PhaseCatchUp, Done: 3},
+		}, []string{"colcrypt: copy     [......", "colcrypt: copy     [####", "100/100", "colcrypt: catch-up 3"}, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			p := newProgressBar(&b)
+			p.tty = tc.tty
+			for _, u := range tc.updates {
+				p.update(u)
+			}
+			p.finish()
+			out := b.String()
+			rest := out
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output lacks %q after the earlier parts:\n%q", w, out)
+				}
+				rest = rest[i+len(w):]
+			}
+			if n := strings.Count(out, "\n"); n != tc.lines {
+				t.Errorf("%d lines, want %d:\n%q", n, tc.lines, out)
+			}
+		})
 	}
 }
