@@ -65,6 +65,15 @@ func EncryptColumn(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p != nil && p.state == stateDone && t.colType != "bytea" {
+		// Finished once, but the column is plaintext again (dropped and re-created, or
+		// decrypted by hand): the old row describes another column's history.
+		if _, err := o.Conn.Exec(ctx, `DELETE FROM `+t.qprogress+` WHERE table_name = $1 AND column_name = $2 AND kind = $3`,
+			t.schema+"."+t.table, t.col, kindEncrypt); err != nil {
+			return nil, fmt.Errorf("migrate: progress: %w", err)
+		}
+		p = nil
+	}
 	switch {
 	case p != nil && p.state == stateDone:
 		return res, fmt.Errorf("%w: %s (encrypt-column finished earlier; rewrap moves values to a new key version)", ErrAlreadyDone, t.name())

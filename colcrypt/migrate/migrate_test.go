@@ -300,6 +300,12 @@ func testEncryptColumnCrashResumeConcurrentWrites(t *testing.T, e *env) {
 	if _, err := migrate.EncryptColumn(ctx, o); !errors.Is(err, migrate.ErrAlreadyDone) {
 		t.Errorf("third run: %v, want ErrAlreadyDone", err)
 	}
+	// A plaintext column of the same name later is a new conversion, not "already done".
+	exec(t, c, `ALTER TABLE employees DROP COLUMN ssn; ALTER TABLE employees ADD COLUMN ssn text; UPDATE employees SET ssn = 'again'`)
+	o.BatchSize = 5000
+	if res, err := migrate.EncryptColumn(ctx, o); err != nil || res.Resumed || res.Rows == 0 {
+		t.Errorf("conversion of a re-created column: %+v %v", res, err)
+	}
 }
 
 // TestEncryptColumnTypesAndModes converts columns of several declared types in each mode, with a
