@@ -56,8 +56,9 @@ type catalog struct {
 	conn *pgx.Conn
 	cur  atomic.Pointer[snapshot]
 
-	dirty atomic.Bool
-	gen   uint64
+	dirty    atomic.Bool
+	gen      uint64
+	database string // the database the columns are configured for (set by the first load)
 }
 
 // splitTable splits "schema.table" ("public" when unqualified).
@@ -135,6 +136,11 @@ func (c *catalog) load(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("catalog query: %w", err)
 	}
 
+	if c.database == "" {
+		if err := conn.QueryRow(qctx, `SELECT current_database()`).Scan(&c.database); err != nil {
+			return nil, fmt.Errorf("catalog query: %w", err)
+		}
+	}
 	c.gen++
 	snap := &snapshot{gen: c.gen, tables: map[string]*analyze.Table{}, attrs: map[attrKey]*protCol{}}
 	for i, col := range c.cols {

@@ -150,8 +150,14 @@ func (ic *Interceptor) Close() { ic.cat.close() }
 
 // Open starts the hooks of one authenticated session.
 func (ic *Interceptor) Open(ctx context.Context, s *proxy.Session) (proxy.Hooks, error) {
-	if len(ic.cat.cols) == 0 {
-		return nil, nil // nothing to protect: the raw fast path
+	db := s.Database
+	if db == "" {
+		db = s.Role // PostgreSQL's default database is the role's name
+	}
+	if len(ic.cat.cols) == 0 || db != ic.cat.database {
+		// Nothing to protect, or another database than the one the columns are configured for
+		// (their table OIDs mean nothing there): the raw fast path.
+		return nil, nil
 	}
 	return &session{ic: ic, ctx: ctx, s: s, identity: "db:" + s.Role,
 		prepares: map[string]*analyze.Prepare{}, rows: map[*pgproto3.RowDescription]*rowPlan{}}, nil

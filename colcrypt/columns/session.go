@@ -676,6 +676,14 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 		fp := &rp.cols[next]
 		next++
 		if l < 0 || fp.action == asCiphertext {
+			if l >= 0 && serverFormat(req, i) != req.Format(i) {
+				// Asked in binary while the column was readable: give the client the text form.
+				lenAt := len(out)
+				out = append(out, 0, 0, 0, 0, '\\', 'x')
+				out = hex.AppendEncode(out, val)
+				binary.BigEndian.PutUint32(out[lenAt:], uint32(len(out)-lenAt-4))
+				continue
+			}
 			out = append(out, body[start:pos]...)
 			continue
 		}
