@@ -59,6 +59,10 @@ func EncryptColumn(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
+	// Again under the lock: a run that held it until a moment ago may have swapped the column.
+	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
+		return nil, err
+	}
 
 	res := &Result{Column: t.name()}
 	p, err := t.readProgress(ctx, o.Conn, kindEncrypt)

@@ -42,6 +42,10 @@ func Rewrap(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
+	// Again under the lock: a run that held it until a moment ago may have swapped the column.
+	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
+		return nil, err
+	}
 
 	res := &Result{Column: t.name()}
 	sealer, err := o.Keys.Sealer(ctx, o.Identity, t.ck)
