@@ -68,7 +68,6 @@ func (e *VerifyError) Unwrap() error { return e.FirstErr }
 
 // Phases reported through Progress.
 const (
-	PhasePrepare = "prepare"
 	PhaseCopy    = "copy"
 	PhaseCatchUp = "catch-up"
 	PhaseVerify  = "verify"
