@@ -98,7 +98,7 @@ type Interceptor struct {
 }
 
 type planKey struct {
-	role string
+	path string // the search path the plan resolved names with, joined by ","
 	sql  string
 }
 
@@ -159,17 +159,19 @@ func (ic *Interceptor) Open(ctx context.Context, s *proxy.Session) (proxy.Hooks,
 		// (their table OIDs mean nothing there): the raw fast path.
 		return nil, nil
 	}
-	return &session{ic: ic, ctx: ctx, s: s, identity: "db:" + s.Role,
-		prepares: map[string]*analyze.Prepare{}, rows: map[*pgproto3.RowDescription]*rowPlan{}}, nil
+	ss := &session{ic: ic, ctx: ctx, s: s, identity: "db:" + s.Role,
+		prepares: map[string]*analyze.Prepare{}, rows: map[*pgproto3.RowDescription]*rowPlan{}}
+	ss.setPath(nil)
+	return ss, nil
 }
 
 // plan returns the cached analysis of sql, planning it on a miss.
-func (ic *Interceptor) plan(ctx context.Context, role, sql string) (*analyze.Plan, *snapshot) {
+func (ic *Interceptor) plan(ctx context.Context, path []string, pathKey, sql string) (*analyze.Plan, *snapshot) {
 	snap, err := ic.cat.snapshot(ctx)
 	if err != nil {
 		ic.log.Error("catalog reload failed; keeping the previous view", "err", err)
 	}
-	k := planKey{role, sql}
+	k := planKey{pathKey, sql}
 	ic.pmu.Lock()
 	if ic.pgen != snap.gen {
 		clear(ic.plans)
@@ -184,7 +186,7 @@ func (ic *Interceptor) plan(ctx context.Context, role, sql string) (*analyze.Pla
 		// Not cached: texts that differ only in their constants would flood the cache.
 		return passPlan, snap
 	}
-	p = analyze.Analyze(sql, snap, analyze.Options{SearchPath: []string{role, "public"}})
+	p = analyze.Analyze(sql, snap, analyze.Options{SearchPath: path})
 	ic.pmu.Lock()
 	if ic.pgen == snap.gen {
 		if len(ic.plans) >= ic.maxPlans {
@@ -219,8 +221,8 @@ func (ic *Interceptor) mentionsProtected(sql string) bool {
 
 // alwaysAnalyze: words that make a text worth the parser whatever tables it names. EXECUTE runs a
 // PREPAREd statement (whose text named the table), PREPARE/DEALLOCATE/DISCARD keep the session's
-// record of them right, and U& identifiers can spell a table's name with escapes.
-var alwaysAnalyze = []string{"execute", "prepare", "deallocate", "discard", "u&"}
+// record of them right, SET/RESET search_path changes how names resolve, and U& identifiers can spell a table's name with escapes.
+var alwaysAnalyze = []string{"execute", "prepare", "deallocate", "discard", "search_path", "reset", "u&"}
 
 // containsFold reports whether s contains the lower-case ASCII word sub, ignoring ASCII case.
 func containsFold(s, sub string) bool {

@@ -446,6 +446,29 @@ func TestColumns(t *testing.T) {
 		wantCode(t, err, "42501", "public.employees.note")
 	})
 
+	t.Run("search_path is followed", func(t *testing.T) {
+		c := connect(t, e.userDSN(addr), pgx.QueryExecModeSimpleProtocol)
+		if _, err := c.Exec(ctx, `SET search_path TO pg_catalog`); err != nil {
+			t.Fatal(err)
+		}
+		// employees is not on the path: PostgreSQL's own error, nothing encrypted or refused by us.
+		_, err := c.Exec(ctx, `INSERT INTO employees (id, ssn) VALUES (90, 'sp')`)
+		wantCode(t, err, "42P01")
+		if _, err := c.Exec(ctx, `RESET search_path`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, `INSERT INTO employees (id, ssn) VALUES (90, 'sp')`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, `BEGIN; SET LOCAL search_path TO pg_catalog; COMMIT`); err != nil {
+			t.Fatal(err)
+		}
+		var ssn string
+		if err := c.QueryRow(ctx, `SELECT ssn FROM employees WHERE ssn = 'sp'`).Scan(&ssn); err != nil || ssn != "sp" {
+			t.Fatalf("after SET LOCAL: %q %v", ssn, err)
+		}
+	})
+
 	t.Run("ddl refreshes the catalog", func(t *testing.T) {
 		c := connect(t, e.userDSN(addr), pgx.QueryExecModeSimpleProtocol)
 		// Same name, new table OID, columns in another order: positional INSERT and reads must follow.

@@ -29,7 +29,7 @@ func (ss *session) copyFor(req *proxy.Request, from bool) *copyState {
 	if req == nil || req.SQL == "" {
 		return st
 	}
-	plan, _ := ss.ic.plan(ss.ctx, ss.s.Role, req.SQL)
+	plan, _ := ss.plan(req.SQL)
 	if plan.Action != analyze.Rewrite {
 		return st
 	}

@@ -29,6 +29,13 @@ type session struct {
 
 	prepares map[string]*analyze.Prepare // SQL-level PREPAREs, for EXECUTE
 
+	// The search path names resolve with (PostgreSQL does not report it): the default "$user",
+	// public, then what SET/RESET search_path statements said; a SET LOCAL lasts until the
+	// transaction ends (the next idle ReadyForQuery).
+	path, savedPath []string
+	pathKey         string
+	localPath       bool
+
 	rows   map[*pgproto3.RowDescription]*rowPlan
 	lastRD *pgproto3.RowDescription
 	lastRP *rowPlan
@@ -182,6 +189,26 @@ func (ss *session) Frontend(m *proxy.FrontendMessage) proxy.Verdict {
 	return proxy.Pass()
 }
 
+// plan returns the analysis of sql under the session's search path.
+func (ss *session) plan(sql string) (*analyze.Plan, *snapshot) {
+	return ss.ic.plan(ss.ctx, ss.path, ss.pathKey, sql)
+}
+
+// setPath sets the search path from schemas as written ("$user" substituted); nil: the default.
+func (ss *session) setPath(schemas []string) {
+	if schemas == nil {
+		schemas = []string{"$user", "public"}
+	}
+	ss.path = make([]string, 0, len(schemas))
+	for _, s := range schemas {
+		if s == "$user" {
+			s = ss.s.Role
+		}
+		ss.path = append(ss.path, s)
+	}
+	ss.pathKey = strings.Join(ss.path, ",")
+}
+
 // statements applies the PREPARE/EXECUTE/DEALLOCATE bookkeeping of a plan and returns its edits.
 func (ss *session) statements(plan *analyze.Plan) ([]analyze.Edit, *pgproto3.ErrorResponse) {
 	edits := plan.Edits
@@ -202,6 +229,16 @@ func (ss *session) statements(plan *analyze.Plan) ([]analyze.Edit, *pgproto3.Err
 				}
 				edits = append(edits, e...)
 			}
+		case st.SearchPath != nil:
+			sp := st.SearchPath
+			if sp.Local && !ss.localPath {
+				ss.savedPath, ss.localPath = ss.path, true
+			}
+			if sp.Default {
+				ss.setPath(nil)
+			} else {
+				ss.setPath(sp.Schemas)
+			}
 		case st.Deallocate != nil:
 			if st.Deallocate.All {
 				clear(ss.prepares)
@@ -217,7 +254,7 @@ func (ss *session) statements(plan *analyze.Plan) ([]analyze.Edit, *pgproto3.Err
 }
 
 func (ss *session) query(q *pgproto3.Query) proxy.Verdict {
-	plan, _ := ss.ic.plan(ss.ctx, ss.s.Role, q.String)
+	plan, _ := ss.plan(q.String)
 	switch plan.Action {
 	case analyze.Pass:
 		return proxy.Pass()
@@ -247,7 +284,7 @@ func (ss *session) query(q *pgproto3.Query) proxy.Verdict {
 
 func (ss *session) parse(m *proxy.FrontendMessage) proxy.Verdict {
 	p := m.Msg.(*pgproto3.Parse)
-	plan, _ := ss.ic.plan(ss.ctx, ss.s.Role, p.Query)
+	plan, _ := ss.plan(p.Query)
 	switch plan.Action {
 	case analyze.Pass:
 		return proxy.Pass()
@@ -481,6 +518,10 @@ func (ss *session) Backend(m *proxy.BackendMessage) proxy.Verdict {
 		}
 		ss.cout = nil
 	case 'Z':
+		if b := m.Body(); ss.localPath && len(b) > 0 && b[0] == 'I' {
+			ss.localPath = false
+			ss.setPath(ss.savedPath)
+		}
 		if ss.ddl {
 			ss.ddl = false
 			ss.ic.cat.invalidate()
