@@ -6,28 +6,45 @@
 //   - Reads: each RowDescription field is mapped through its (table OID, attribute number) to a
 //     configured column; the field's type becomes the declared type and each DataRow value is opened
 //     (colcrypt/colkeys, on behalf of "db:<authenticated role>") and rendered in the format the client
-//     asked for (coltype.AppendRender). A result with no protected field is passed as it came.
-//   - Writes: every statement text (Query, Parse) is planned once by colcrypt/analyze (the plan is
-//     cached by text); literals bound for protected columns are replaced by '\x<envelope>'::bytea,
-//     parameters are declared bytea (or bytea[] for deterministic predicates, one envelope per live
-//     key version) and their values encrypted in Bind from the canonical encoding of what the client
-//     sent (coltype.CanonicalFromOID), ParameterDescription shows the declared types.
-//   - COPY FROM STDIN (text, csv) rows are encrypted field by field; COPY TO STDOUT rows decrypted.
-//   - Refusals (what the analyzer refuses, values that cannot be converted, a key the role may not
-//     use for encryption) are ErrorResponses naming the column, and the session stays usable.
+//     asked for (coltype.AppendRender). When the statement was described before its Bind (what most
+//     drivers do), protected result columns are asked of the server in binary, whatever the client
+//     asked: bytea's text form is hex, twice the bytes and a decoding step. A result with no
+//     protected field is passed as it came (one pointer comparison per DataRow).
+//   - on_denied is applied per result description, before any row: error (SQLSTATE 42501 naming
+//     schema.table.column), null, or ciphertext (the field stays typed bytea).
+//   - Writes: every statement text (Query, Parse) is planned by colcrypt/analyze, cached by (search
+//     path, text); literals bound for protected columns become '\x<envelope>'::bytea, parameters are
+//     declared bytea (bytea[] for deterministic predicates, one envelope per live key version) and
+//     their values encrypted in Bind from the canonical encoding of what the client sent
+//     (coltype.CanonicalFromOID, text or binary, the client's declared type or the statement's cast),
+//     and ParameterDescription shows the declared types.
+//   - COPY FROM STDIN (text, csv; rows may straddle CopyData messages) is encrypted field by field;
+//     COPY TO STDOUT decrypted row by row.
+//   - Refusals (what the analyzer refuses: 0A000; values that cannot be read as the declared type:
+//     22P02; a key the role may not use: 42501; keys unavailable: 58000; a stored value that does
+//     not open: XX001) are ErrorResponses naming the column, and the session stays usable.
 //
 // Guarantees: plaintext is never sent to PostgreSQL for a column the catalog view knows as protected
-// (when in doubt the statement is refused); ciphertext is never presented as a value of the declared
-// type (a value that does not open is an error for that query; on_denied: ciphertext keeps the field
-// typed bytea); statements touching no protected column are passed unchanged (one map lookup per
-// statement text, no per-row work unless a result has a protected field).
+// (when in doubt the analyzer refuses); ciphertext is never presented as a value of the declared
+// type; a tampered, truncated or moved value is an error for that query; statements that name no
+// protected table are not parsed at all (a case-insensitive search for the protected tables' names;
+// EXECUTE, PREPARE, DEALLOCATE, DISCARD, search_path and U& texts are always parsed).
 //
-// Non-guarantees and limits: one database per proxy (the column list applies to the database the
-// catalog connection uses); DDL is noticed when it runs through the proxy (CommandComplete of
-// CREATE/ALTER/DROP makes the next statement reload the catalog view), not when it runs on a direct
-// connection; the analyzer's search path is "$user", public (SET search_path is not followed);
-// bytea_output must be hex and standard_conforming_strings on; binary COPY of protected tables is
-// refused.
+// Non-guarantees and limits:
+//   - One database: the columns apply to the database the catalog connection uses; sessions on
+//     other databases get no hooks (the raw fast path).
+//   - DDL is noticed when it runs through the proxy (CommandComplete of CREATE/ALTER/DROP reloads
+//     the catalog view, again at the next idle ReadyForQuery), not when it runs elsewhere; a reload
+//     that fails validation keeps the previous view.
+//   - The search path is "$user", public until SET/RESET search_path through the proxy (assumed to
+//     succeed; set_config() and functions are not followed).
+//   - A literal in a prepared statement is encrypted once, at Parse: every execution stores the same
+//     envelope (randomized mode then shows those rows hold one value). Parameters are encrypted per
+//     Bind.
+//   - Statements whose text differs only in constants are analyzed each time (the plan cache is by
+//     text): simple-protocol writes to protected tables pay the parser per statement.
+//   - bytea_output must be hex and standard_conforming_strings on (checked before rewriting SQL);
+//     binary COPY of protected tables is refused.
 package columns
 
 import (
