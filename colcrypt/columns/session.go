@@ -365,6 +365,7 @@ func (ss *session) bind(m *proxy.FrontendMessage) proxy.Verdict {
 		return proxy.Replace(out)
 	}
 	nb.Parameters = append([][]byte(nil), b.Parameters...)
+	ownFormats := false
 	cs := ss.csess()
 	for i := range plan.Params {
 		prm := &plan.Params[i]
@@ -381,10 +382,22 @@ func (ss *session) bind(m *proxy.FrontendMessage) proxy.Verdict {
 		if err != nil {
 			return proxy.Refuse(ss.errResp(err))
 		}
+		// Envelopes go to the server in binary whatever the client used: hex text would double
+		// their size on the wire and cost the server a decoding step.
+		if format != coltype.BinaryFormat {
+			if !ownFormats {
+				formats := make([]int16, len(b.Parameters))
+				for i := range formats {
+					formats[i] = m.Portal.ParamFormat(i)
+				}
+				nb.ParameterFormatCodes, ownFormats = formats, true
+			}
+			nb.ParameterFormatCodes[n] = coltype.BinaryFormat
+		}
 		if prm.Array() {
-			nb.Parameters[n] = byteaArray(envs, format)
+			nb.Parameters[n] = byteaArray(envs)
 		} else {
-			nb.Parameters[n] = byteaValue(envs[0], format)
+			nb.Parameters[n] = envs[0]
 		}
 	}
 	out, err := nb.Encode(nil)
@@ -457,42 +470,19 @@ func serverFormat(req *proxy.Request, i int) int16 {
 	return req.Format(i)
 }
 
-// byteaValue is a bytea parameter value in the given format.
-func byteaValue(env []byte, format int16) []byte {
-	if format == coltype.BinaryFormat {
-		return env
+// byteaArray is a one-dimensional bytea[] parameter value in binary format: ndim, has-null flag,
+// element type, then (length, lower bound) per dimension, then each element with its length.
+func byteaArray(envs [][]byte) []byte {
+	out := binary.BigEndian.AppendUint32(nil, 1)
+	out = binary.BigEndian.AppendUint32(out, 0)
+	out = binary.BigEndian.AppendUint32(out, byteaOID)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(envs)))
+	out = binary.BigEndian.AppendUint32(out, 1)
+	for _, e := range envs {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(e)))
+		out = append(out, e...)
 	}
-	out := make([]byte, 2+hex.EncodedLen(len(env)))
-	copy(out, `\x`)
-	hex.Encode(out[2:], env)
 	return out
-}
-
-// byteaArray is a one-dimensional bytea[] parameter value in the given format.
-func byteaArray(envs [][]byte, format int16) []byte {
-	if format == coltype.BinaryFormat {
-		// ndim, has-null flag, element type, then (length, lower bound) per dimension, then elements.
-		out := binary.BigEndian.AppendUint32(nil, 1)
-		out = binary.BigEndian.AppendUint32(out, 0)
-		out = binary.BigEndian.AppendUint32(out, byteaOID)
-		out = binary.BigEndian.AppendUint32(out, uint32(len(envs)))
-		out = binary.BigEndian.AppendUint32(out, 1)
-		for _, e := range envs {
-			out = binary.BigEndian.AppendUint32(out, uint32(len(e)))
-			out = append(out, e...)
-		}
-		return out
-	}
-	out := []byte{'{'}
-	for i, e := range envs {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, `"\\x`...) // the array parser removes one backslash
-		out = hex.AppendEncode(out, e)
-		out = append(out, '"')
-	}
-	return append(out, '}')
 }
 
 // Backend rewrites server messages.
