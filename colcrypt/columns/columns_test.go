@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -317,6 +318,15 @@ func TestColumns(t *testing.T) {
 		if _, err := c.PgConn().CopyFrom(ctx, strings.NewReader(text), `COPY employees (id, name, ssn, salary, note) FROM STDIN`); err != nil {
 			t.Fatalf("copy text: %v", err)
 		}
+		// One byte per CopyData message: rows straddle messages.
+		split := "23\tsplit\tssn-c23\t7\tsplit note\n24\tsplit2\tssn-c24\t8\t\\N"
+		if _, err := c.PgConn().CopyFrom(ctx, iotest.OneByteReader(strings.NewReader(split)), `COPY employees (id, name, ssn, salary, note) FROM STDIN`); err != nil {
+			t.Fatalf("copy in one-byte messages: %v", err)
+		}
+		var sn string
+		if err := c.QueryRow(ctx, `SELECT note FROM employees WHERE ssn = 'ssn-c23'`).Scan(&sn); err != nil || sn != "split note" {
+			t.Fatalf("after split copy: %q %v", sn, err)
+		}
 		csv := "id,name,ssn,salary,note\n22,\"copy,c\",\"ssn,22\",3,\"multi\nline\"\n"
 		if _, err := c.PgConn().CopyFrom(ctx, strings.NewReader(csv), `COPY employees (id, name, ssn, salary, note) FROM STDIN (FORMAT csv, HEADER)`); err != nil {
 			t.Fatalf("copy csv: %v", err)
@@ -467,6 +477,34 @@ func TestColumns(t *testing.T) {
 		if err := c.QueryRow(ctx, `SELECT ssn FROM employees WHERE ssn = 'sp'`).Scan(&ssn); err != nil || ssn != "sp" {
 			t.Fatalf("after SET LOCAL: %q %v", ssn, err)
 		}
+	})
+
+	t.Run("driver-declared parameter types", func(t *testing.T) {
+		// pgjdbc declares setString as varchar and setInt as int4 (binary) whatever the column is.
+		c := connect(t, e.userDSN(addr), pgx.QueryExecModeCacheStatement)
+		pc := c.PgConn()
+		if _, err := pc.Prepare(ctx, "jdbc_ins", `INSERT INTO employees (id, name, ssn, salary) VALUES ($1, 'jdbc', $2, $3)`, []uint32{23, 1043, 23}); err != nil {
+			t.Fatal(err)
+		}
+		i4 := func(v int32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+		res := pc.ExecPrepared(ctx, "jdbc_ins", [][]byte{i4(70), []byte("ssn-70"), i4(4200)}, []int16{1, 0, 1}, nil).Read()
+		if res.Err != nil {
+			t.Fatalf("typed insert: %v", res.Err)
+		}
+		sd, err := pc.Prepare(ctx, "jdbc_sel", `SELECT salary FROM employees WHERE ssn = $1`, []uint32{1043})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(sd.ParamOIDs) != "[1043]" || sd.Fields[0].DataTypeOID != 1700 {
+			t.Fatalf("described %v %v", sd.ParamOIDs, sd.Fields)
+		}
+		res = pc.ExecPrepared(ctx, "jdbc_sel", [][]byte{[]byte("ssn-70")}, []int16{0}, []int16{0}).Read()
+		if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != "4200" {
+			t.Fatalf("lookup by a varchar parameter: %q %v", res.Rows, res.Err)
+		}
+		// A value the declared type cannot hold is the client's error, not a stored value.
+		res = pc.ExecPrepared(ctx, "jdbc_ins", [][]byte{i4(71), {0xff, 0xfe}, i4(1)}, []int16{1, 0, 1}, nil).Read()
+		wantCode(t, res.Err, "22P02", "public.employees.ssn")
 	})
 
 	t.Run("ddl refreshes the catalog", func(t *testing.T) {
