@@ -85,8 +85,25 @@ func (c *catalog) connect(ctx context.Context) (*pgx.Conn, error) {
 
 // load reads the catalog and checks every configured column: it exists and is bytea.
 func (c *catalog) load(ctx context.Context) (*snapshot, error) {
+	return c.reload(ctx, false)
+}
+
+// reload reads the catalog; with onlyDirty, a reload another session finished while this one
+// waited for the lock is not repeated.
+func (c *catalog) reload(ctx context.Context, onlyDirty bool) (*snapshot, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if cur := c.cur.Load(); onlyDirty && cur != nil && !c.dirty.Load() {
+		return cur, nil
+	}
+	// Cleared before reading, so DDL that lands while we read marks the view stale again.
+	c.dirty.Store(false)
+	ok := false
+	defer func() {
+		if !ok {
+			c.dirty.Store(true)
+		}
+	}()
 	conn, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
@@ -198,7 +215,7 @@ func (c *catalog) load(ctx context.Context) (*snapshot, error) {
 		snap.attrs[attrKey{rel, found.Attnum}] = pc
 	}
 	c.cur.Store(snap)
-	c.dirty.Store(false)
+	ok = true
 	return snap, nil
 }
 
@@ -206,7 +223,7 @@ func (c *catalog) load(ctx context.Context) (*snapshot, error) {
 // the old view (the error is returned for logging): its protected columns are still protected.
 func (c *catalog) snapshot(ctx context.Context) (*snapshot, error) {
 	if c.dirty.Load() {
-		if s, err := c.load(ctx); err != nil {
+		if s, err := c.reload(ctx, true); err != nil {
 			return c.cur.Load(), err
 		} else {
 			return s, nil
