@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
 	"github.com/keyward/keyward/colcrypt/config"
@@ -32,11 +33,15 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *slog.Logger) (prox
 		return nil, nil, err
 	}
 	socket := client.SocketPath("")
-	if cfg.Agent != nil && cfg.Agent.Socket != "" {
-		socket = cfg.Agent.Socket
+	var ttl time.Duration
+	if cfg.Agent != nil {
+		if cfg.Agent.Socket != "" {
+			socket = cfg.Agent.Socket
+		}
+		ttl = cfg.Agent.TTL
 	}
 	agent := client.New(socket)
-	keys := colkeys.New(colkeys.Config{Agent: agent, Logger: log})
+	keys := colkeys.New(colkeys.Config{Agent: agent, TTL: ttl, Logger: log})
 	cols := append([]config.Column(nil), cfg.Columns...)
 	for i := range cols {
 		if cols[i].Line == 0 {

@@ -94,9 +94,13 @@ type Log struct {
 	Format string `yaml:"format"` // text | json
 }
 
-// Agent is the key agent's socket (issue 6).
+// Agent is the key agent's socket (issue 6) and how long the proxy trusts what it learned from it.
 type Agent struct {
 	Socket string `yaml:"socket"`
+	// TTL is how long an authorization answer and the "newest key version" are reused before the
+	// agent is asked again (0: the column layer's default, one minute): a policy change or a key
+	// rotation reaches a running proxy within one TTL.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // Catalog is the side connection the encryption layer reads the catalog with (issue 6): the database
@@ -287,6 +291,9 @@ func (c *Config) validate() error {
 	if c.Agent != nil {
 		if c.Agent.Socket == "" {
 			return c.errf("agent.socket", "required")
+		}
+		if c.Agent.TTL < 0 {
+			return c.errf("agent.ttl", "must not be negative")
 		}
 	}
 	for i, col := range c.Columns {
