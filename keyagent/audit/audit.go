@@ -8,7 +8,6 @@
 package audit
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -49,6 +48,7 @@ type Log struct {
 	w   io.Writer
 	c   io.Closer
 	now func() time.Time
+	buf []byte // reused line buffer, guarded by mu
 }
 
 // New writes to w (os.Stdout, a file, a test buffer).
@@ -71,14 +71,12 @@ func (l *Log) Write(e Event) error {
 	if e.Time.IsZero() {
 		e.Time = l.now().UTC()
 	}
-	line, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	line = append(line, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.w.Write(line); err != nil {
+	// Encoded by hand into a reused buffer: encoding/json's reflection was a tenth of the agent's
+	// CPU per cache hit. TestAppendMatchesEncodingJSON keeps the two byte-identical.
+	l.buf = append(e.AppendJSON(l.buf[:0]), '\n')
+	if _, err := l.w.Write(l.buf); err != nil {
 		return fmt.Errorf("audit: write: %w", err)
 	}
 	return nil

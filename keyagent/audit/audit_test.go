@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/keyagent/audit"
 )
@@ -66,4 +67,36 @@ func TestOpenAppendsWithPrivateMode(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v", fi.Mode())
 	}
+}
+
+func TestAppendMatchesEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 11, 28, 5, 30, 1, 123456789, time.UTC)
+	cases := map[string]audit.Event{
+		"empty":   {Time: at},
+		"agent":   {Time: at, Service: "keyagent", CallerUID: audit.U32(0), CallerGID: audit.U32(991), CallerPID: 4242, CallerExe: "/usr/local/bin/colcrypt", Principal: "colcrypt-proxy", OnBehalfOf: "db:alice", Scope: "payroll:employees.ssn", Version: 3, Op: "decrypt", Decision: audit.Allow, Upstream: "cache", DurationUS: 17},
+		"service": {Time: at.In(time.FixedZone("x", 3600)), Service: "keyservice", Node: "spiffe://keyward/node/web-7", Scope: "vault:a b", Op: "derive", Decision: audit.Deny, Reason: "no grant"},
+		"escapes": {Time: at, Reason: "quote \" backslash \\ ctl \x01\x1f nl \n tab \t <html> & bad \xff\xfe utf8 é \u2028\u2029 😀", Scope: "s:\x00"},
+	}
+	for name, e := range cases {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.AppendJSON(nil); string(got) != string(want) {
+				t.Fatalf("AppendJSON:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("db:alice", "payroll:x", "reason \x00 \xff <>&")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		e := audit.Event{Time: time.Unix(0, 0).UTC(), OnBehalfOf: a, Scope: b, Reason: c, Op: "decrypt", Decision: audit.Deny}
+		want, _ := json.Marshal(e)
+		if got := e.AppendJSON(nil); string(got) != string(want) {
+			t.Fatalf("got %s want %s", got, want)
+		}
+	})
 }

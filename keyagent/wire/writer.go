@@ -13,10 +13,11 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // it reuses and wipes after every frame. A Writer is not safe for concurrent
 // use.
 type Writer struct {
-	wr   io.Writer
-	dl   writeDeadliner
-	opts Options
-	buf  []byte
+	wr       io.Writer
+	dl       writeDeadliner
+	opts     Options
+	buf      []byte
+	deadline time.Time // the write deadline currently set on dl
 }
 
 // NewWriter returns a Writer on wr. If wr has SetWriteDeadline (a net.Conn)
@@ -47,8 +48,13 @@ func (w *Writer) WriteMsg(m Message) error {
 
 func (w *Writer) write(b []byte) error {
 	if w.dl != nil {
-		if err := w.dl.SetWriteDeadline(time.Now().Add(w.opts.FrameTimeout)); err != nil {
-			return err
+		// Coarse, as for reads: a deadline between FrameTimeout/2 and FrameTimeout from now.
+		now, d := time.Now(), w.opts.FrameTimeout
+		if w.deadline.IsZero() || !w.deadline.After(now.Add(d/2)) || w.deadline.After(now.Add(d)) {
+			w.deadline = now.Add(d)
+			if err := w.dl.SetWriteDeadline(w.deadline); err != nil {
+				return err
+			}
 		}
 	}
 	_, err := w.wr.Write(b)
