@@ -12,6 +12,7 @@ packages=(
   gcc libc6-dev                  # cgo: PKCS#11 and the Postgres parser
   qemu-system-x86 linux-image-amd64 busybox-static cpio e2fsprogs   # the boot test of volumectl
   passwd                         # useradd for the unprivileged test user
+  python3-psycopg2 libpostgresql-jdbc-java default-jdk-headless   # real drivers through colcrypt (colcrypt/columns/drivers_test.go)
 )
 
 missing=()
