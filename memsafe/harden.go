@@ -17,9 +17,9 @@ type HardenOptions struct {
 
 // HardenReport says what Harden could and could not do. Daemons log it at start.
 type HardenReport struct {
-	NonDumpable bool  // PR_SET_DUMPABLE=0: no core dumps, no ptrace attach by the same uid
-	NoCoreFiles bool  // RLIMIT_CORE=0
-	MlockAll    bool  // mlockall(MCL_CURRENT|MCL_FUTURE) succeeded
+	NonDumpable bool // PR_SET_DUMPABLE=0: no core dumps, no ptrace attach by the same uid
+	NoCoreFiles bool // RLIMIT_CORE=0
+	MlockAll    bool // mlockall(MCL_CURRENT|MCL_FUTURE) succeeded
 	Errors      []error
 }
 

@@ -20,8 +20,8 @@ type Config struct {
 	Audit    string         `yaml:"audit"`   // JSON lines; "" or "-": standard output
 	Metrics  string         `yaml:"metrics"` // loopback host:port; "": off
 
-	File     string      `yaml:"-"`
-	FileMode uint32      `yaml:"-"` // parsed Socket.Mode
+	File     string `yaml:"-"`
+	FileMode uint32 `yaml:"-"` // parsed Socket.Mode
 	doc      *confile.Doc
 }
 
