@@ -147,9 +147,10 @@ type Agent struct {
 	Socket    string
 	Dir       string
 	Config    string
-	Policy    string
-	AuditFile string
-	Env       []string
+	Policy      string
+	AuditFile   string
+	MetricsAddr string // with AgentOptions.Metrics
+	Env         []string
 
 	bin string
 	t   testing.TB
@@ -169,6 +170,8 @@ type AgentOptions struct {
 	Embedded bool
 	// Identity is the node certificate's URI SAN (default "spiffe://keyward/node/test").
 	Identity string
+	// Metrics serves Prometheus metrics on a free loopback port (Agent.MetricsAddr).
+	Metrics bool
 }
 
 // StartAgent starts `keyagent serve` (as the test user, root in CI) with a socket in a SharedDir.
@@ -199,8 +202,13 @@ func StartAgent(t testing.TB, o AgentOptions) *Agent {
 		up = fmt.Sprintf("  keyservice: {endpoints: [%s], tls: {cert: %s, key: %s, ca: %s}}\n", strings.Join(eps, ", "), cert, key, ks.CA.CertFile)
 	}
 	a.Config = filepath.Join(a.Dir, "agent.yaml")
-	writeFile(t, a.Config, fmt.Sprintf("version: 1\nsocket: {path: %s, mode: \"0666\"}\npolicy: %s\nupstream:\n%saudit: %s\n",
-		a.Socket, a.Policy, up, a.AuditFile), 0o644)
+	cfg := fmt.Sprintf("version: 1\nsocket: {path: %s, mode: \"0666\"}\npolicy: %s\nupstream:\n%saudit: %s\n",
+		a.Socket, a.Policy, up, a.AuditFile)
+	if o.Metrics {
+		a.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		cfg += "metrics: " + a.MetricsAddr + "\n"
+	}
+	writeFile(t, a.Config, cfg, 0o644)
 	a.Start()
 	t.Cleanup(a.Stop)
 	return a

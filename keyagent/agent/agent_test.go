@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -353,5 +355,53 @@ func TestAgent200ConcurrentClients(t *testing.T) {
 	}
 	if n := s.derives(t); n != 1 {
 		t.Fatalf("%d upstream derivations for 1000 concurrent gets of one key, want 1", n)
+	}
+}
+
+// TestAgentEmbeddedAndMetrics runs the agent with the key service's backend in-process (the
+// single-node setup) and reads its Prometheus metrics.
+func TestAgentEmbeddedAndMetrics(t *testing.T) {
+	uid, _, _ := testenv.Unprivileged(t)
+	ks := testenv.StartKeyService(t, testenv.KeyServiceOptions{Soft: true, Keyrings: []string{"payroll"}})
+	a := testenv.StartAgent(t, testenv.AgentOptions{
+		Policy:      policy(t, testenv.Binary(t, "keyagent"), uid, "5m", "15m"),
+		KeyServices: []*testenv.KeyService{ks},
+		Embedded:    true,
+		Metrics:     true,
+	})
+	want, err := ks.Run("kcv", "--scope", "payroll:employees.ssn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		out, err := a.CLI(t, nil, "get", "--kcv", "--scope", "payroll:employees.ssn", "--as", "db:alice")
+		if err != nil || out != want {
+			t.Fatalf("embedded get: %v %q, want %q", err, out, want)
+		}
+	}
+	if out, err := a.CLI(t, nil, "get", "--kcv", "--scope", "payroll:employees.ssn", "--as", "db:bob"); err == nil {
+		t.Fatalf("bob allowed: %s", out)
+	}
+	if out, _ := a.CLI(t, nil, "status"); !strings.Contains(out, "upstream.embedded=ok") {
+		t.Fatalf("status: %s", out)
+	}
+	resp, err := http.Get("http://" + a.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, w := range []string{
+		`keyward_agent_requests_total{decision="allow",op="decrypt"} 2`,
+		`keyward_agent_requests_total{decision="deny",op="decrypt"} 1`,
+		`keyward_agent_cache_total{result="cache"} 1`,
+		`keyward_agent_cache_total{result="upstream"} 1`,
+	} {
+		if !strings.Contains(string(body), w) {
+			t.Fatalf("metrics lack %q:\n%s", w, body)
+		}
+	}
+	if strings.Contains(string(body), "payroll:employees.ssn") {
+		t.Fatal("metrics carry a scope")
 	}
 }
