@@ -133,6 +133,7 @@ func (a *Agent) serveConn(ctx context.Context, c *net.UnixConn) {
 	}
 	defer peer.Close()
 	caller := peer.Caller
+	checked, alive := time.Now(), true // just read at connect time
 	conn := wire.NewConn(c, wire.Options{IdleTimeout: a.d.IdleTimeout, FrameTimeout: 10 * time.Second})
 	for {
 		t, err := conn.Next()
@@ -144,7 +145,14 @@ func (a *Agent) serveConn(ctx context.Context, c *net.UnixConn) {
 			}
 			return
 		}
-		if !peer.Alive() {
+		// The liveness check is a poll(2) on the peer's pidfd: at most once a second per connection.
+		// It refuses a connection whose creator exited (handed on, or its pid reused); it cannot stop a
+		// live caller from relaying for another process, which no check on a socket can.
+		if now := time.Now(); now.Sub(checked) >= time.Second {
+			checked = now
+			alive = peer.Alive()
+		}
+		if !alive {
 			_ = conn.Skip()
 			a.record(callerEvent(caller, audit.Event{Op: t.String(), Decision: audit.Deny,
 				Reason: "the process that opened this connection has exited"}))
@@ -235,7 +243,7 @@ func (a *Agent) key(ctx context.Context, caller policy.Caller, conn *wire.Conn, 
 	ev := audit.Event{Scope: r.Scope, Version: r.Version, Op: string(op)}
 	d, deny := a.decide(caller, r.ActingFor, r.Scope, op, ev)
 	if deny != nil {
-		a.d.Metrics.requests.WithLabelValues(string(op), audit.Deny).Inc()
+		a.d.Metrics.request(string(op), audit.Deny).Inc()
 		return conn.WriteMsg(deny)
 	}
 	ev.Principal, ev.OnBehalfOf = d.Principal, d.Identity
@@ -245,20 +253,20 @@ func (a *Agent) key(ctx context.Context, caller policy.Caller, conn *wire.Conn, 
 	}
 	var writeErr error
 	err := a.d.Cache.Use(ctx, id, fetch, func(k *memsafe.Key, v uint32, src keycache.Source) error {
-		a.d.Metrics.cache.WithLabelValues(string(src)).Inc()
+		a.d.Metrics.cacheResult(string(src)).Inc()
 		ev.Version, ev.Upstream = v, string(src)
 		ev.Decision, ev.DurationUS = audit.Allow, time.Since(start).Microseconds()
 		if err := a.d.Audit.Write(callerEvent(caller, ev)); err != nil {
 			return fmt.Errorf("%w: audit log unavailable", wire.ErrUnavailable)
 		}
-		a.d.Metrics.requests.WithLabelValues(string(op), audit.Allow).Inc()
+		a.d.Metrics.request(string(op), audit.Allow).Inc()
 		writeErr = conn.WriteMsg(&wire.KeyResponse{Scope: r.Scope, Version: v, Key: k})
 		return nil
 	})
 	if err != nil {
 		ev.Decision, ev.Reason = audit.Error, err.Error()
 		a.record(callerEvent(caller, ev))
-		a.d.Metrics.requests.WithLabelValues(string(op), audit.Error).Inc()
+		a.d.Metrics.request(string(op), audit.Error).Inc()
 		return conn.WriteMsg(wire.ErrorFrom(err))
 	}
 	return writeErr
@@ -268,7 +276,7 @@ func (a *Agent) hsmEncrypt(ctx context.Context, caller policy.Caller, conn *wire
 	ev := audit.Event{Scope: r.Scope, Version: r.Version, Op: "hsm-encrypt"}
 	d, deny := a.decide(caller, r.ActingFor, r.Scope, policy.OpEncrypt, ev)
 	if deny != nil {
-		a.d.Metrics.requests.WithLabelValues(ev.Op, audit.Deny).Inc()
+		a.d.Metrics.request(ev.Op, audit.Deny).Inc()
 		return conn.WriteMsg(deny)
 	}
 	fwd := *r
@@ -281,7 +289,7 @@ func (a *Agent) hsmDecrypt(ctx context.Context, caller policy.Caller, conn *wire
 	ev := audit.Event{Scope: r.Scope, Version: r.Version, Op: "hsm-decrypt"}
 	d, deny := a.decide(caller, r.ActingFor, r.Scope, policy.OpDecrypt, ev)
 	if deny != nil {
-		a.d.Metrics.requests.WithLabelValues(ev.Op, audit.Deny).Inc()
+		a.d.Metrics.request(ev.Op, audit.Deny).Inc()
 		return conn.WriteMsg(deny)
 	}
 	fwd := *r
@@ -296,14 +304,14 @@ func (a *Agent) finish(caller policy.Caller, conn *wire.Conn, d policy.Decision,
 	if err != nil {
 		ev.Decision, ev.Reason = audit.Error, err.Error()
 		a.record(callerEvent(caller, ev))
-		a.d.Metrics.requests.WithLabelValues(ev.Op, audit.Error).Inc()
+		a.d.Metrics.request(ev.Op, audit.Error).Inc()
 		return conn.WriteMsg(wire.ErrorFrom(err))
 	}
 	ev.Version, ev.Decision = version(), audit.Allow
 	if err := a.d.Audit.Write(callerEvent(caller, ev)); err != nil {
 		return conn.WriteMsg(wire.ErrorFrom(fmt.Errorf("%w: audit log unavailable", wire.ErrUnavailable)))
 	}
-	a.d.Metrics.requests.WithLabelValues(ev.Op, audit.Allow).Inc()
+	a.d.Metrics.request(ev.Op, audit.Allow).Inc()
 	return conn.WriteMsg(resp)
 }
 

@@ -16,6 +16,33 @@ type Metrics struct {
 	badFrames    prometheus.Counter
 	upstreamTime *prometheus.HistogramVec
 	upstreamErrs *prometheus.CounterVec
+
+	// Children resolved once: WithLabelValues hashes and validates its labels on every call, a
+	// measurable share of a cache-hit request.
+	reqChildren   map[[2]string]prometheus.Counter
+	cacheChildren map[string]prometheus.Counter
+}
+
+var (
+	metricOps       = []string{"encrypt", "decrypt", "hsm-encrypt", "hsm-decrypt", "status", "purge"}
+	metricDecisions = []string{"allow", "deny", "error"}
+	metricSources   = []string{"cache", "upstream", "grace"}
+)
+
+// request returns the request counter for op and decision.
+func (m *Metrics) request(op, decision string) prometheus.Counter {
+	if c, ok := m.reqChildren[[2]string{op, decision}]; ok {
+		return c
+	}
+	return m.requests.WithLabelValues(op, decision)
+}
+
+// cacheResult returns the cache counter for a lookup result.
+func (m *Metrics) cacheResult(src string) prometheus.Counter {
+	if c, ok := m.cacheChildren[src]; ok {
+		return c
+	}
+	return m.cache.WithLabelValues(src)
 }
 
 // NewMetrics registers the agent's metrics on reg (nil: unregistered).
@@ -35,6 +62,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.cache, m.cacheKeys, m.expired, m.badFrames, m.upstreamTime, m.upstreamErrs)
+	}
+	m.reqChildren = make(map[[2]string]prometheus.Counter, len(metricOps)*len(metricDecisions))
+	for _, op := range metricOps {
+		for _, d := range metricDecisions {
+			m.reqChildren[[2]string{op, d}] = m.requests.WithLabelValues(op, d)
+		}
+	}
+	m.cacheChildren = make(map[string]prometheus.Counter, len(metricSources))
+	for _, src := range metricSources {
+		m.cacheChildren[src] = m.cache.WithLabelValues(src)
 	}
 	return m
 }
