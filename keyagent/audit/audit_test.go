@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,4 +101,44 @@ func FuzzAppendJSON(f *testing.F) {
 			t.Fatalf("got %s want %s", got, want)
 		}
 	})
+}
+
+// failingWriter fails every write after the first n.
+type failingWriter struct {
+	mu sync.Mutex
+	n  int
+	b  bytes.Buffer
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n <= 0 {
+		return 0, errors.New("disk full")
+	}
+	f.n--
+	return f.b.Write(p)
+}
+
+func TestWriteFailureReachesItsCallers(t *testing.T) {
+	w := &failingWriter{n: 1}
+	l := audit.New(w)
+	if err := l.Write(audit.Event{Op: "decrypt", Decision: audit.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.Write(audit.Event{Op: "decrypt", Decision: audit.Allow}); err != nil {
+				failures.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failures.Load() != 20 {
+		t.Fatalf("%d of 20 writes after the disk filled reported an error, want all", failures.Load())
+	}
 }
