@@ -21,18 +21,35 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+install_node_pg() {
+  # node-postgres, the driver the column tests run as node's client: from the npm registry into
+  # .ci/node (git-ignored), since Debian's node-pg conflicts with NodeSource's nodejs. Skipped when there.
+  local dir
+  dir="$(cd "$(dirname "$0")" && pwd)/node"
+  [[ -f "$dir/node_modules/pg/package.json" ]] && return 0
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "deps: installing nodejs npm"
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  echo "deps: npm install pg@8 into $dir"
+  mkdir -p "$dir"
+  (cd "$dir" && npm install --no-audit --no-fund --silent --prefix "$dir" pg@8)
+}
+
+sudo=()
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then sudo=(sudo); fi
+
 if ((${#missing[@]} == 0)); then
   echo "deps: all ${#packages[@]} packages installed"
+  install_node_pg
   exit 0
 fi
 
-sudo=()
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null; then sudo=(sudo); else
-    echo "deps: missing ${missing[*]}; run as root or install them" >&2; exit 1
-  fi
+if [[ $(id -u) -ne 0 && ${#sudo[@]} -eq 0 ]]; then
+  echo "deps: missing ${missing[*]}; run as root or install them" >&2; exit 1
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_node_pg

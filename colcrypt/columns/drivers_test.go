@@ -162,7 +162,7 @@ public class Drv {
 
 const drvNode = `
 const { Client } = require('pg');
-const [dsn, baseS, name] = process.argv.slice(2);
+const [dsn, baseS, name] = process.argv.slice(1); // node -e: argv[0] is node, then the arguments
 const base = Number(baseS);
 const assert = require('assert');
 const text = (i) => name + " héllo 'q' \\ #" + i;
@@ -251,16 +251,22 @@ func TestDrivers(t *testing.T) {
 	})
 
 	t.Run("node-postgres", func(t *testing.T) {
-		// node-pg is not in .ci/deps.sh (Debian's node-pg conflicts with NodeSource's nodejs), so a
-		// missing module is a skip, also under CI.
-		node, err := exec.LookPath("node")
+		// .ci/deps.sh installs node-postgres from the npm registry into .ci/node (Debian's node-pg
+		// conflicts with NodeSource's nodejs).
+		node := testenv.Require(t, "node")
+		root, err := testenv.ModuleRoot()
 		if err != nil {
-			t.Skip("node not found")
+			t.Fatal(err)
 		}
-		if err := exec.Command(node, "-e", "require.resolve('pg')").Run(); err != nil {
-			t.Skipf("node-postgres (Debian node-pg) not installed: require('pg') fails: %v", err)
+		nodePath := filepath.Join(root, ".ci", "node", "node_modules")
+		probe := exec.Command(node, "-e", "require.resolve('pg')")
+		probe.Env = append(os.Environ(), "NODE_PATH="+nodePath)
+		if err := probe.Run(); err != nil {
+			missing(t, "node-postgres", "npm pg in .ci/node: "+err.Error())
 		}
-		run(t, "node-postgres", 3000, exec.Command(node, "-e", drvNode, dsn, "3000", "node-postgres"))
+		cmd := exec.Command(node, "-e", drvNode, dsn, "3000", "node-postgres")
+		cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
+		run(t, "node-postgres", 3000, cmd)
 	})
 }
 
