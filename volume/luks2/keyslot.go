@@ -180,6 +180,7 @@ func deriveKDF(dst, passphrase []byte, k KDF) error {
 	case "pbkdf2":
 		return pbkdf2.Key(dst, passphrase, k.Salt, k.Iterations, hashFunc(k.Hash))
 	case "argon2i", "argon2id":
+		prefaultHeap(int(k.Memory) * 1024)
 		var out []byte
 		if k.Type == "argon2i" {
 			out = argon2.Key(passphrase, k.Salt, uint32(k.Time), uint32(k.Memory), uint8(k.CPUs), uint32(len(dst)))
