@@ -144,9 +144,9 @@ func (k *KeyService) NodeTLS(t testing.TB, identity string) (cert, key string) {
 
 // Agent is a `keyagent serve` process with its files.
 type Agent struct {
-	Socket    string
-	Dir       string
-	Config    string
+	Socket      string
+	Dir         string
+	Config      string
 	Policy      string
 	AuditFile   string
 	MetricsAddr string // with AgentOptions.Metrics

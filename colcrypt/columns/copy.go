@@ -153,15 +153,7 @@ func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []b
 // rowEnd finds the newline that ends the first row of b (-1: not there yet).
 func rowEnd(b []byte, csv bool, quote, escape string) int {
 	if !csv {
-		for i := 0; i < len(b); i++ {
-			switch b[i] {
-			case '\\':
-				i++ // an escaped character, even a newline, is data
-			case '\n':
-				return i
-			}
-		}
-		return -1
+		return scanText(b, '\n')
 	}
 	q, e := byte('"'), byte('"')
 	if quote != "" {
@@ -170,6 +162,36 @@ func rowEnd(b []byte, csv bool, quote, escape string) int {
 	if escape != "" {
 		e = escape[0]
 	}
+	return scanCSV(b, '\n', q, e)
+}
+
+func delim(cp *analyze.Copy) byte {
+	if cp.Delimiter != "" {
+		return cp.Delimiter[0]
+	}
+	if cp.Format == "csv" {
+		return ','
+	}
+	return '\t'
+}
+
+// scanText returns the index of the first stop byte of a text-format row that is not escaped by a
+// backslash (-1: none). An escaped character, even a newline, is data.
+func scanText(b []byte, stop byte) int {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case stop:
+			return i
+		}
+	}
+	return -1
+}
+
+// scanCSV returns the index of the first stop byte of csv data outside quotes (-1: none), with
+// quote q and escape e as PostgreSQL's COPY reads them.
+func scanCSV(b []byte, stop, q, e byte) int {
 	in := false
 	for i := 0; i < len(b); i++ {
 		c := b[i]
@@ -184,63 +206,34 @@ func rowEnd(b []byte, csv bool, quote, escape string) int {
 			}
 		case !in && c == q:
 			in = true
-		case !in && c == '\n':
+		case !in && c == stop:
 			return i
 		}
 	}
 	return -1
 }
 
-func delim(cp *analyze.Copy) byte {
-	if cp.Delimiter != "" {
-		return cp.Delimiter[0]
-	}
-	if cp.Format == "csv" {
-		return ','
-	}
-	return '\t'
-}
-
 // splitText splits a text-format row.
 func splitText(line []byte, d byte) [][]byte {
-	var out [][]byte
-	start := 0
-	for i := 0; i < len(line); i++ {
-		switch line[i] {
-		case '\\':
-			i++
-		case d:
-			out = append(out, line[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, line[start:])
+	return split(line, func(b []byte) int { return scanText(b, d) })
 }
 
 // splitCSV splits a csv row into raw fields (quotes kept).
 func splitCSV(line []byte, d, q, e byte) [][]byte {
+	return split(line, func(b []byte) int { return scanCSV(b, d, q, e) })
+}
+
+// split cuts line at every delimiter next finds.
+func split(line []byte, next func([]byte) int) [][]byte {
 	var out [][]byte
-	start := 0
-	in := false
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case in && c == e && e != q && i+1 < len(line) && (line[i+1] == q || line[i+1] == e):
-			i++
-		case in && c == q:
-			if e == q && i+1 < len(line) && line[i+1] == q {
-				i++
-			} else {
-				in = false
-			}
-		case !in && c == q:
-			in = true
-		case !in && c == d:
-			out = append(out, line[start:i])
-			start = i + 1
+	for {
+		i := next(line)
+		if i < 0 {
+			return append(out, line)
 		}
+		out = append(out, line[:i])
+		line = line[i+1:]
 	}
-	return append(out, line[start:])
 }
 
 // unquoteCSV returns a csv field's value and whether any of it was quoted.
