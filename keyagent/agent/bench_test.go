@@ -9,9 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -107,72 +104,24 @@ func benchAgent(t *testing.T, ks *testenv.KeyService, auditFile bool) (socket st
 	return socket
 }
 
-// figures accumulates one measured side of a comparison over several rounds.
-type figures struct {
-	n       int
-	elapsed time.Duration
-	cpu     time.Duration // user+system time of the whole process (both ends when both are in it)
-	lat     []time.Duration
-}
-
-// cpuPer is the process's CPU time per operation: unlike a rate, it does not depend on how much of
-// the machine other processes take while the figure is measured.
-func (f *figures) cpuPer() time.Duration { return f.cpu / time.Duration(max(f.n, 1)) }
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func (f *figures) rate() float64 { return float64(f.n) / f.elapsed.Seconds() }
-
-func (f *figures) pct(p int) time.Duration {
-	slices.Sort(f.lat)
-	if len(f.lat) == 0 {
-		return 0
-	}
-	return f.lat[(len(f.lat)-1)*p/100]
-}
-
 // drive runs clients goroutines for dur, each calling the op made by newClient (one per goroutine,
 // with its own connection) in a loop, and adds the results to f.
-func drive(t *testing.T, f *figures, clients int, dur time.Duration, newClient func() (op func() error, done func())) {
+func drive(t *testing.T, f *testenv.Load, clients int, dur time.Duration, newClient func() (op func() error, done func())) {
 	t.Helper()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	cpu0 := processCPU()
-	start := time.Now()
-	deadline := start.Add(dur)
-	for range clients {
-		op, done := newClient()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer done()
-			mine := make([]time.Duration, 0, 1<<15)
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if err := op(); err != nil {
-					t.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			f.lat = append(f.lat, mine...)
-			f.n += len(mine)
-			mu.Unlock()
-		}()
+	ops := make([]func() error, clients)
+	dones := make([]func(), clients)
+	for i := range ops {
+		ops[i], dones[i] = newClient()
 	}
-	wg.Wait()
-	f.elapsed += time.Since(start)
-	f.cpu += processCPU() - cpu0
+	f.Drive(t, ops, dur)
+	for _, done := range dones {
+		done()
+	}
 }
 
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+var us = testenv.Micros
 
-// TestBenchAgent measures the agent's two speed figures of issue 4:
+// TestBenchAgent measures the agent's two speed testenv.Load of issue 4:
 //
 //   - cache hit: GetKey through keyagent/client over the socket, 8 concurrent clients, keys warm,
 //     against a bare unix-socket echo that reads the same request bytes and writes as many response
@@ -283,7 +232,7 @@ func TestBenchAgent(t *testing.T) {
 		}
 	}
 
-	var echo, hit, hitQuiet figures
+	var echo, hit, hitQuiet testenv.Load
 	for range rounds {
 		drive(t, &echo, clients, dur, echoClient)
 		drive(t, &hit, clients, dur, agentClient(c))
@@ -309,14 +258,14 @@ func TestBenchAgent(t *testing.T) {
 			}, func() { wc.Close() }
 		}
 	}
-	var viaMemguard, viaSlab figures
+	var viaMemguard, viaSlab testenv.Load
 	for range rounds {
 		drive(t, &viaMemguard, clients, dur/2, rawClient(memsafe.FromReader))
 		drive(t, &viaSlab, clients, dur/2, rawClient(memsafe.SlabFromReader))
 	}
 
 	// One client at a time: the latency of a hit without the queueing of 8 clients on 2 cores.
-	var one, oneEcho figures
+	var one, oneEcho testenv.Load
 	for range rounds {
 		drive(t, &oneEcho, 1, dur/2, echoClient)
 		drive(t, &one, 1, dur/2, agentClient(c))
@@ -324,36 +273,36 @@ func TestBenchAgent(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	ratio := hit.rate() / echo.rate()
+	ratio := hit.Rate() / echo.Rate()
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 8 clients\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\">=0.5\" met=%t\n",
-		hit.rate(), echo.rate(), ratio, ratio >= 0.5)
-	p99 := hit.pct(99)
+		hit.Rate(), echo.Rate(), ratio, ratio >= 0.5)
+	p99 := hit.Pct(99)
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99 under 1 ms\" keyward=%.1f baseline=1000 unit=us ratio=%.2f goal=\"<1\" met=%t\n",
 		us(p99), us(p99)/1000, p99 < time.Millisecond)
 	// The echo's own tail says how much of the agent's is the machine's scheduling noise.
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p50 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		us(hit.pct(50)), us(echo.pct(50)))
+		us(hit.Pct(50)), us(echo.Pct(50)))
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		us(p99), us(echo.pct(99)))
+		us(p99), us(echo.Pct(99)))
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 1 client, p50 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		us(one.pct(50)), us(oneEcho.pct(50)))
+		us(one.Pct(50)), us(oneEcho.Pct(50)))
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, 1 client, p99 (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		us(one.pct(99)), us(oneEcho.pct(99)))
+		us(one.Pct(99)), us(oneEcho.Pct(99)))
 	fmt.Printf("BENCH scenario=\"agent cache-hit, client keys in the slab (baseline: in memguard buffers)\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\"report\" met=true\n",
-		viaSlab.rate(), viaMemguard.rate(), viaSlab.rate()/viaMemguard.rate())
+		viaSlab.Rate(), viaMemguard.Rate(), viaSlab.Rate()/viaMemguard.Rate())
 	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per request, client keys in the slab (baseline: in memguard buffers)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
-		us(viaSlab.cpuPer()), us(viaMemguard.cpuPer()), us(viaMemguard.cpuPer())/us(viaSlab.cpuPer()))
+		us(viaSlab.CPUPer()), us(viaMemguard.CPUPer()), us(viaMemguard.CPUPer())/us(viaSlab.CPUPer()))
 	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per GetKey (baseline: echo)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
-		us(hit.cpuPer()), us(echo.cpuPer()), us(echo.cpuPer())/us(hit.cpuPer()))
+		us(hit.CPUPer()), us(echo.CPUPer()), us(echo.CPUPer())/us(hit.CPUPer()))
 	fmt.Printf("BENCH scenario=\"agent cache-hit CPU per GetKey, audit discarded (information)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
-		us(hitQuiet.cpuPer()), us(echo.cpuPer()), us(echo.cpuPer())/us(hitQuiet.cpuPer()))
+		us(hitQuiet.CPUPer()), us(echo.CPUPer()), us(echo.CPUPer())/us(hitQuiet.CPUPer()))
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey, audit discarded (information)\" keyward=%.0f baseline=%.0f unit=req/s ratio=%.2f goal=\"report\" met=true\n",
-		hitQuiet.rate(), echo.rate(), hitQuiet.rate()/echo.rate())
+		hitQuiet.Rate(), echo.Rate(), hitQuiet.Rate()/echo.Rate())
 	fmt.Printf("BENCH scenario=\"agent cache-hit GetKey p99, audit discarded (information)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		us(hitQuiet.pct(99)), us(echo.pct(99)))
+		us(hitQuiet.Pct(99)), us(echo.Pct(99)))
 
 	// Cache misses: a scope never asked before each time, so the agent fetches every key.
-	var miss figures
+	var miss testenv.Load
 	run := time.Now().UnixNano()
 	start := time.Now()
 	for i := range misses {
@@ -362,10 +311,10 @@ func TestBenchAgent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cache-miss GetKey: %v", err)
 		}
-		miss.lat = append(miss.lat, time.Since(t0))
+		miss.Lat = append(miss.Lat, time.Since(t0))
 		k.Destroy()
 	}
-	miss.n, miss.elapsed = misses, time.Since(start)
-	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p50\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.pct(50)))
-	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p99\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.pct(99)))
+	miss.N, miss.Elapsed = misses, time.Since(start)
+	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p50\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.Pct(50)))
+	fmt.Printf("BENCH scenario=\"agent cache-miss GetKey via keyservice on SoftHSM p99\" keyward=%.1f baseline=0 unit=us ratio=0 goal=\"report\" met=true\n", us(miss.Pct(99)))
 }

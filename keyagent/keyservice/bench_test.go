@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,67 +22,7 @@ import (
 	"github.com/keyward/keyward/testenv"
 )
 
-// benchFigures accumulates one measured side of a comparison over several rounds.
-type benchFigures struct {
-	n       int
-	elapsed time.Duration
-	cpu     time.Duration // user+system time of the whole process (both ends when both are in it)
-	lat     []time.Duration
-}
-
-// cpuPer is the process's CPU time per operation: unlike a rate, it does not depend on how much of
-// the machine other processes take while the figure is measured.
-func (f *benchFigures) cpuPer() time.Duration { return f.cpu / time.Duration(max(f.n, 1)) }
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func (f *benchFigures) rate() float64 { return float64(f.n) / f.elapsed.Seconds() }
-
-func (f *benchFigures) pct(p int) time.Duration {
-	slices.Sort(f.lat)
-	if len(f.lat) == 0 {
-		return 0
-	}
-	return f.lat[(len(f.lat)-1)*p/100]
-}
-
-// benchDrive runs one goroutine per op for dur, each calling its op in a loop, and adds to f.
-func benchDrive(t *testing.T, f *benchFigures, ops []func() error, dur time.Duration) {
-	t.Helper()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	cpu0 := processCPU()
-	start := time.Now()
-	deadline := start.Add(dur)
-	for _, op := range ops {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mine := make([]time.Duration, 0, 1<<14)
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if err := op(); err != nil {
-					t.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			f.lat = append(f.lat, mine...)
-			f.n += len(mine)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	f.elapsed += time.Since(start)
-	f.cpu += processCPU() - cpu0
-}
-
-func benchUS(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+var benchUS = testenv.Micros
 
 // TestBenchKeyService measures issue 3's speed figure: derivations per second through the key
 // service (TLS 1.3 with client certificates, 8 concurrent clients each on its own connection, a
@@ -211,28 +148,28 @@ func TestBenchKeyService(t *testing.T) {
 			return nil
 		}
 	}
-	benchDrive(t, &benchFigures{}, remote, 100*time.Millisecond) // fills its connection pool
-	var d, s, rf benchFigures
+	(&testenv.Load{}).Drive(t, remote, 100*time.Millisecond) // fills its connection pool
+	var d, s, rf testenv.Load
 	for range rounds {
-		benchDrive(t, &d, direct, dur)
-		benchDrive(t, &s, service, dur)
-		benchDrive(t, &rf, remote, dur/2)
+		d.Drive(t, direct, dur)
+		s.Drive(t, service, dur)
+		rf.Drive(t, remote, dur/2)
 	}
 	if t.Failed() {
 		return
 	}
 
-	ratio := s.rate() / d.rate()
+	ratio := s.Rate() / d.Rate()
 	fmt.Printf("BENCH scenario=\"keyservice derive over TLS vs direct C_Sign, 8 clients, SoftHSM\" keyward=%.0f baseline=%.0f unit=derive/s ratio=%.2f goal=\">=0.6\" met=%t\n",
-		s.rate(), d.rate(), ratio, ratio >= 0.6)
+		s.Rate(), d.Rate(), ratio, ratio >= 0.6)
 	fmt.Printf("BENCH scenario=\"keyservice derive p50 (baseline: direct)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		benchUS(s.pct(50)), benchUS(d.pct(50)))
+		benchUS(s.Pct(50)), benchUS(d.Pct(50)))
 	fmt.Printf("BENCH scenario=\"keyservice derive p99 (baseline: direct)\" keyward=%.1f baseline=%.1f unit=us ratio=0 goal=\"report\" met=true\n",
-		benchUS(s.pct(99)), benchUS(d.pct(99)))
+		benchUS(s.Pct(99)), benchUS(d.Pct(99)))
 	fmt.Printf("BENCH scenario=\"keyservice CPU per derive, service and its clients (baseline: direct)\" keyward=%.1f baseline=%.1f unit=us ratio=%.2f goal=\"report\" met=true\n",
-		benchUS(s.cpuPer()), benchUS(d.cpuPer()), benchUS(d.cpuPer())/benchUS(s.cpuPer()))
+		benchUS(s.CPUPer()), benchUS(d.CPUPer()), benchUS(d.CPUPer())/benchUS(s.CPUPer()))
 	fmt.Printf("BENCH scenario=\"keyservice derive via upstream.Remote (memguard keys)\" keyward=%.0f baseline=%.0f unit=derive/s ratio=%.2f goal=\"report\" met=true\n",
-		rf.rate(), d.rate(), rf.rate()/d.rate())
+		rf.Rate(), d.Rate(), rf.Rate()/d.Rate())
 }
 
 func clientTLS(t *testing.T, ca *testenv.CA, uri string) *tls.Config {
