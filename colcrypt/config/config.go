@@ -5,7 +5,7 @@
 //	listen_unix: /run/colcrypt/.s.PGSQL.6432          # optional
 //	tls: {cert: proxy.pem, key: proxy.key, require_client_tls: false}   # optional, client-facing
 //	upstream: {host: 127.0.0.1, port: 5432, tls: disable, ca: db-ca.pem, server_name: db.internal, connect_timeout: 5s}
-//	limits: {max_connections: 1000, idle_timeout: 30m, startup_timeout: 10s, shutdown_timeout: 30s}
+//	limits: {max_connections: 1000, idle_timeout: 30m, startup_timeout: 10s, shutdown_timeout: 30s, relay_threads: 0}
 //	metrics: 127.0.0.1:9465
 //	log: {level: info, format: text}
 //	# issue 6, validated by the column-encryption layer:
@@ -86,6 +86,9 @@ type Limits struct {
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	StartupTimeout  time.Duration `yaml:"startup_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// RelayThreads is the number of event-loop threads relaying sessions without TLS and without
+	// protected columns: 0 picks one per four CPUs, -1 relays every session with goroutines.
+	RelayThreads int `yaml:"relay_threads"`
 }
 
 // Log configures the daemon's slog output.
@@ -247,6 +250,9 @@ func (c *Config) validate() error {
 	}
 	if !c.has("limits.max_connections") {
 		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.RelayThreads < -1 {
+		return c.errf("limits.relay_threads", "want -1 (no event loop), 0 (one per four CPUs) or a thread count")
 	}
 	for key, d := range map[string]*time.Duration{
 		"limits.idle_timeout": &l.IdleTimeout, "limits.startup_timeout": &l.StartupTimeout,

@@ -202,3 +202,64 @@ func psqlStdin(t *testing.T, pg *testenv.PG, dsn, script string) string {
 	}
 	return string(out)
 }
+
+// relays are the two ways a session without hooks is relayed: the proxy's own event loop (the
+// default for sessions without TLS) and goroutines (TLS sessions, or RelayThreads < 0).
+var relays = []struct {
+	name    string
+	threads int
+}{{"event_loop", 0}, {"goroutines", -1}}
+
+// startFunc starts a proxy like startProxy.
+type startFunc func(t *testing.T, pg *testenv.PG, mod func(*proxy.Config)) *proxyEnv
+
+// eachRelay runs f once per relay. Proxies f starts with start use that relay, and each one without
+// an Interceptor is checked, when the test ends, to have relayed all its sessions that way.
+func eachRelay(t *testing.T, f func(t *testing.T, start startFunc)) {
+	for _, r := range relays {
+		t.Run("relay="+r.name, func(t *testing.T) {
+			f(t, func(t *testing.T, pg *testenv.PG, mod func(*proxy.Config)) *proxyEnv {
+				var cfg proxy.Config
+				e := startProxy(t, pg, func(c *proxy.Config) {
+					c.RelayThreads = r.threads
+					if mod != nil {
+						mod(c)
+					}
+					cfg = *c
+				})
+				if cfg.Interceptor == nil && cfg.TLS == nil {
+					t.Cleanup(func() {
+						got := relayedBy(t, e.Srv)
+						if got[r.name] == 0 || len(got) != 1 {
+							t.Errorf("sessions by relay: %v, want all on %s", got, r.name)
+						}
+					})
+				}
+				return e
+			})
+		})
+	}
+}
+
+// relayedBy returns the server's colcrypt_sessions_total by relay.
+func relayedBy(t *testing.T, srv *proxy.Server) map[string]float64 {
+	t.Helper()
+	mfs, err := srv.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "colcrypt_sessions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "relay" {
+					got[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return got
+}

@@ -25,26 +25,28 @@ import (
 )
 
 func TestClientDisconnectMidQuery(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	direct := connect(t, pg.SuperDSN())
-	ctx := ctxT(t, 30*time.Second)
-	c := connect(t, e.DSN(pg, pg.User, pg.Password))
-	var pid int
-	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
-	go c.Exec(context.Background(), "SELECT pg_sleep(30)")
-	waitFor(t, 5*time.Second, "backend running pg_sleep", func() bool {
-		var n int
-		direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid).Scan(&n)
-		return n == 1
-	})
-	c.PgConn().Conn().Close() // the client vanishes without Terminate
-	waitFor(t, 3*time.Second, "backend gone", func() bool {
-		var n int
-		direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
-		return n == 0
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		direct := connect(t, pg.SuperDSN())
+		ctx := ctxT(t, 30*time.Second)
+		c := connect(t, e.DSN(pg, pg.User, pg.Password))
+		var pid int
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		go c.Exec(context.Background(), "SELECT pg_sleep(30)")
+		waitFor(t, 5*time.Second, "backend running pg_sleep", func() bool {
+			var n int
+			direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid).Scan(&n)
+			return n == 1
+		})
+		c.PgConn().Conn().Close() // the client vanishes without Terminate
+		waitFor(t, 3*time.Second, "backend gone", func() bool {
+			var n int
+			direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
+			return n == 0
+		})
 	})
 }
 
@@ -60,26 +62,28 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func TestPostgresRestart(t *testing.T) {
-	pg := testenv.Postgres(t)
-	e := startProxy(t, pg, nil)
-	ctx := ctxT(t, 60*time.Second)
-	c := connect(t, e.DSN(pg, pg.User, pg.Password))
-	if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
-	pg.Stop(t)
-	if _, err := c.Exec(ctx, "SELECT 1"); err == nil {
-		t.Fatal("query on a session whose server stopped succeeded")
-	}
-	_, err := pgx.Connect(ctx, e.DSN(pg, pg.User, pg.Password))
-	if code := errCode(err); code != "08006" {
-		t.Fatalf("connect while the server is down: %v (code %s), want 08006", err, code)
-	}
-	pg.Start(t)
-	c2 := connect(t, e.DSN(pg, pg.User, pg.Password))
-	if _, err := c2.Exec(ctx, "SELECT 1"); err != nil {
-		t.Fatalf("after restart: %v", err)
-	}
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := testenv.Postgres(t)
+		e := start(t, pg, nil)
+		ctx := ctxT(t, 60*time.Second)
+		c := connect(t, e.DSN(pg, pg.User, pg.Password))
+		if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		pg.Stop(t)
+		if _, err := c.Exec(ctx, "SELECT 1"); err == nil {
+			t.Fatal("query on a session whose server stopped succeeded")
+		}
+		_, err := pgx.Connect(ctx, e.DSN(pg, pg.User, pg.Password))
+		if code := errCode(err); code != "08006" {
+			t.Fatalf("connect while the server is down: %v (code %s), want 08006", err, code)
+		}
+		pg.Start(t)
+		c2 := connect(t, e.DSN(pg, pg.User, pg.Password))
+		if _, err := c2.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("after restart: %v", err)
+		}
+	})
 }
 
 // rawSession opens a TCP connection to the proxy and authenticates through it with pgproto3 (trust is
@@ -118,10 +122,13 @@ func readUntilErrorOrEOF(t *testing.T, c net.Conn) *pgproto3.ErrorResponse {
 
 func TestMalformedClientBytes(t *testing.T) {
 	pg := pgFor(t)
-	for _, hooked := range []bool{false, true} {
-		t.Run(fmt.Sprintf("hooks=%v", hooked), func(t *testing.T) {
-			var mod func(*proxy.Config)
-			if hooked {
+	for _, variant := range []string{"event_loop", "goroutines", "hooks"} {
+		t.Run(variant, func(t *testing.T) {
+			mod := func(c *proxy.Config) { c.RelayThreads = -1 }
+			switch variant {
+			case "event_loop":
+				mod = nil
+			case "hooks":
 				mod = func(c *proxy.Config) { c.Interceptor = &testInterceptor{t: t} }
 			}
 			e := startProxy(t, pg, mod)
@@ -188,48 +195,52 @@ func TestMaxConnections(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, func(c *proxy.Config) { c.IdleTimeout = 300 * time.Millisecond })
-	ctx := ctxT(t, 20*time.Second)
-	idle := connect(t, e.DSN(pg, pg.User, pg.Password))
-	busy := connect(t, e.DSN(pg, pg.User, pg.Password))
-	// Waiting for a slow query is not idleness.
-	if _, err := busy.Exec(ctx, "SELECT pg_sleep(0.8)"); err != nil {
-		t.Fatalf("busy session killed: %v", err)
-	}
-	time.Sleep(time.Second)
-	if _, err := idle.Exec(ctx, "SELECT 1"); err == nil {
-		t.Fatal("idle session survived idle_timeout")
-	}
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, func(c *proxy.Config) { c.IdleTimeout = 300 * time.Millisecond })
+		ctx := ctxT(t, 20*time.Second)
+		idle := connect(t, e.DSN(pg, pg.User, pg.Password))
+		busy := connect(t, e.DSN(pg, pg.User, pg.Password))
+		// Waiting for a slow query is not idleness.
+		if _, err := busy.Exec(ctx, "SELECT pg_sleep(0.8)"); err != nil {
+			t.Fatalf("busy session killed: %v", err)
+		}
+		time.Sleep(time.Second)
+		if _, err := idle.Exec(ctx, "SELECT 1"); err == nil {
+			t.Fatal("idle session survived idle_timeout")
+		}
+	})
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, func(c *proxy.Config) { c.ShutdownTimeout = 5 * time.Second })
-	ctx := ctxT(t, 20*time.Second)
-	idle := connect(t, e.DSN(pg, pg.User, pg.Password))
-	busy := connect(t, e.DSN(pg, pg.User, pg.Password))
-	res := make(chan error, 1)
-	go func() {
-		_, err := busy.Exec(ctx, "SELECT pg_sleep(1)")
-		res <- err
-	}()
-	time.Sleep(200 * time.Millisecond)
-	start := time.Now()
-	e.stop()
-	if took := time.Since(start); took > 4*time.Second {
-		t.Fatalf("shutdown took %v", took)
-	}
-	if err := <-res; err != nil {
-		t.Fatalf("in-flight query was not allowed to finish: %v", err)
-	}
-	if _, err := idle.Exec(ctx, "SELECT 1"); err == nil {
-		t.Fatal("idle session still works after shutdown")
-	}
-	if c, err := net.DialTimeout("tcp", e.Addr, time.Second); err == nil {
-		c.Close()
-		t.Fatal("still accepting after shutdown")
-	}
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, func(c *proxy.Config) { c.ShutdownTimeout = 5 * time.Second })
+		ctx := ctxT(t, 20*time.Second)
+		idle := connect(t, e.DSN(pg, pg.User, pg.Password))
+		busy := connect(t, e.DSN(pg, pg.User, pg.Password))
+		res := make(chan error, 1)
+		go func() {
+			_, err := busy.Exec(ctx, "SELECT pg_sleep(1)")
+			res <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		began := time.Now()
+		e.stop()
+		if took := time.Since(began); took > 4*time.Second {
+			t.Fatalf("shutdown took %v", took)
+		}
+		if err := <-res; err != nil {
+			t.Fatalf("in-flight query was not allowed to finish: %v", err)
+		}
+		if _, err := idle.Exec(ctx, "SELECT 1"); err == nil {
+			t.Fatal("idle session still works after shutdown")
+		}
+		if c, err := net.DialTimeout("tcp", e.Addr, time.Second); err == nil {
+			c.Close()
+			t.Fatal("still accepting after shutdown")
+		}
+	})
 }
 
 func TestTLS(t *testing.T) {

@@ -14,6 +14,7 @@ type Metrics struct {
 
 	accepted prometheus.Counter
 	active   prometheus.Gauge
+	sessions *prometheus.CounterVec
 	rejected *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	cancels  *prometheus.CounterVec
@@ -30,6 +31,8 @@ func newMetrics() *Metrics {
 			Help: "Client connections accepted (sessions and cancel requests)."}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "colcrypt_sessions_active",
 			Help: "Sessions relaying after authentication."}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "colcrypt_sessions_total",
+			Help: "Sessions that reached relaying, by relay: event_loop (no hooks, no TLS) or goroutines."}, []string{"relay"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "colcrypt_connections_rejected_total",
 			Help: "Client connections refused by the proxy, by reason."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "colcrypt_errors_total",
@@ -41,7 +44,7 @@ func newMetrics() *Metrics {
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "colcrypt_bytes_total",
 			Help: "Bytes read, by direction."}, []string{"direction"}),
 	}
-	m.Registry.MustRegister(m.accepted, m.active, m.rejected, m.errors, m.cancels, m.messages, m.bytes)
+	m.Registry.MustRegister(m.accepted, m.active, m.sessions, m.rejected, m.errors, m.cancels, m.messages, m.bytes)
 	m.msgsIn = m.messages.WithLabelValues("client_to_server")
 	m.msgsOut = m.messages.WithLabelValues("server_to_client")
 	m.bytesIn = m.bytes.WithLabelValues("client_to_server")

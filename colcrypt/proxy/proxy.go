@@ -86,6 +86,11 @@ type Config struct {
 	// MaxClientMessage bounds a client message (default 256 MiB); beyond it the session ends with 08P01.
 	MaxClientMessage int
 
+	// RelayThreads is the number of event-loop threads relaying sessions that have no hooks and no TLS
+	// on either side (see evloop_linux.go): 0 picks one per four CPUs, a negative value relays every
+	// session with goroutines.
+	RelayThreads int
+
 	// Interceptor, when set, is offered every session (see Interceptor). nil keeps the raw fast path.
 	Interceptor Interceptor
 	// Logger receives connection-level logs (never query text or parameters). nil discards.
@@ -102,6 +107,7 @@ func FromFile(c *config.Config) (Config, error) {
 		IdleTimeout:      c.Limits.IdleTimeout,
 		StartupTimeout:   c.Limits.StartupTimeout,
 		ShutdownTimeout:  c.Limits.ShutdownTimeout,
+		RelayThreads:     c.Limits.RelayThreads,
 		RequireClientTLS: c.TLS != nil && c.TLS.RequireClientTLS,
 	}
 	if c.TLS != nil {
@@ -146,6 +152,10 @@ type Server struct {
 	conns    atomic.Int64 // client connections open (sessions and cancel requests)
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup
+
+	loopMu  sync.Mutex
+	loops   []*evloop // started on first use, stopped when the last Serve returns
+	serving int       // Serve calls running, under loopMu
 }
 
 // New returns a Server. It does not listen; call Serve.
@@ -183,6 +193,18 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // each session as soon as it is idle outside a transaction (the client gets FATAL 57P01), and after
 // ShutdownTimeout closes what is left. It returns nil after a shutdown, or the accept error.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.loopMu.Lock()
+	s.serving++
+	s.loopMu.Unlock()
+	defer func() {
+		s.loopMu.Lock()
+		s.serving--
+		last := s.serving == 0
+		s.loopMu.Unlock()
+		if last {
+			s.stopLoops()
+		}
+	}()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	reaperDone := make(chan struct{})

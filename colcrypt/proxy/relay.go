@@ -18,10 +18,13 @@ var (
 	errEnding       = errors.New("session ending")
 )
 
-// relay runs the two pumps until the session ends. The frontend pump (this goroutine) is the only
+// relay runs the two pumps until the session ends (or, for a session on an event loop, waits for it). The frontend pump (this goroutine) is the only
 // writer to the server; the backend pump is the only writer to the client. Whichever side ends first
 // sets ss.ending and interrupts the other one's read with a past deadline.
 func (ss *session) relay() error {
+	if ss.loop != nil {
+		return ss.loop.wait()
+	}
 	done := make(chan error, 1)
 	go func() { done <- ss.backendLoop() }()
 	ferr := ss.frontendLoop()

@@ -108,52 +108,56 @@ func errCode(err error) string {
 }
 
 func TestPgxExecModes(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	ctx := ctxT(t, 60*time.Second)
-	for _, m := range execModes {
-		t.Run(m.name, func(t *testing.T) {
-			c := connect(t, e.DSN(pg, pg.User, pg.Password, "default_query_exec_mode", m.name))
-			direct := connect(t, pg.UserDSN()+"&default_query_exec_mode="+m.name)
-			for i := 0; i < 3; i++ { // statement caches kick in from the second run
-				got, err := queryTyped(ctx, c, m.mode)
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		ctx := ctxT(t, 60*time.Second)
+		for _, m := range execModes {
+			t.Run(m.name, func(t *testing.T) {
+				c := connect(t, e.DSN(pg, pg.User, pg.Password, "default_query_exec_mode", m.name))
+				direct := connect(t, pg.UserDSN()+"&default_query_exec_mode="+m.name)
+				for i := 0; i < 3; i++ { // statement caches kick in from the second run
+					got, err := queryTyped(ctx, c, m.mode)
+					if err != nil {
+						t.Fatalf("through proxy: %v", err)
+					}
+					want, err := queryTyped(ctx, direct, m.mode)
+					if err != nil {
+						t.Fatalf("direct: %v", err)
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Fatalf("run %d: proxy %+v != direct %+v", i, got, want)
+					}
+				}
+				gotB, err := batchOutcome(ctx, c, "batch_"+m.name)
 				if err != nil {
-					t.Fatalf("through proxy: %v", err)
+					t.Fatal(err)
 				}
-				want, err := queryTyped(ctx, direct, m.mode)
+				wantB, err := batchOutcome(ctx, direct, "batch_"+m.name)
 				if err != nil {
-					t.Fatalf("direct: %v", err)
+					t.Fatal(err)
 				}
-				if !reflect.DeepEqual(got, want) {
-					t.Fatalf("run %d: proxy %+v != direct %+v", i, got, want)
+				if gotB != wantB || !strings.Contains(gotB, "22012") {
+					t.Fatalf("pipeline with an error: proxy %s, direct %s", gotB, wantB)
 				}
-			}
-			gotB, err := batchOutcome(ctx, c, "batch_"+m.name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantB, err := batchOutcome(ctx, direct, "batch_"+m.name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if gotB != wantB || !strings.Contains(gotB, "22012") {
-				t.Fatalf("pipeline with an error: proxy %s, direct %s", gotB, wantB)
-			}
-			// Named statements and portals via SQL, and ParameterStatus.
-			if _, err := c.Exec(ctx, "SET application_name = 'colcrypt-test'", pgx.QueryExecModeSimpleProtocol); err != nil {
-				t.Fatal(err)
-			}
-			if got := c.PgConn().ParameterStatus("application_name"); got != "colcrypt-test" {
-				t.Fatalf("ParameterStatus application_name = %q", got)
-			}
-		})
-	}
+				// Named statements and portals via SQL, and ParameterStatus.
+				if _, err := c.Exec(ctx, "SET application_name = 'colcrypt-test'", pgx.QueryExecModeSimpleProtocol); err != nil {
+					t.Fatal(err)
+				}
+				if got := c.PgConn().ParameterStatus("application_name"); got != "colcrypt-test" {
+					t.Fatalf("ParameterStatus application_name = %q", got)
+				}
+			})
+		}
+	})
 }
 
 func TestPgbench(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	runPgbenchModes(t, pg, e.DSN(pg, pg.User, pg.Password))
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		runPgbenchModes(t, pg, e.DSN(pg, pg.User, pg.Password))
+	})
 }
 
 func runPgbenchModes(t *testing.T, pg *testenv.PG, dsn string) {
@@ -215,177 +219,185 @@ func TestLogins(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	c := connect(t, e.DSN(pg, pg.User, pg.Password))
-	ctx := ctxT(t, 20*time.Second)
-	time.AfterFunc(300*time.Millisecond, func() {
-		// A CancelRequest on a new connection to the proxy, with the key the proxy issued.
-		if err := c.PgConn().CancelRequest(ctx); err != nil {
-			t.Errorf("cancel request: %v", err)
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		c := connect(t, e.DSN(pg, pg.User, pg.Password))
+		ctx := ctxT(t, 20*time.Second)
+		time.AfterFunc(300*time.Millisecond, func() {
+			// A CancelRequest on a new connection to the proxy, with the key the proxy issued.
+			if err := c.PgConn().CancelRequest(ctx); err != nil {
+				t.Errorf("cancel request: %v", err)
+			}
+		})
+		began := time.Now()
+		_, err := c.Exec(ctx, "SELECT pg_sleep(10)")
+		took := time.Since(began)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			// 57014 proves the backend was cancelled (not just the client giving up).
+			t.Fatalf("want query_canceled (57014), got %v", err)
+		}
+		if took > time.Second+300*time.Millisecond {
+			t.Fatalf("cancel took %v", took)
+		}
+		if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
+			t.Fatalf("session unusable after cancel: %v", err)
+		}
+		// A cancel with a made-up key (here: the real backend's pid, which the client never sees) does
+		// nothing.
+		var realPID uint32
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&realPID); err != nil {
+			t.Fatal(err)
+		}
+		if realPID == c.PgConn().PID() {
+			t.Fatalf("client was given the real backend pid %d", realPID)
+		}
+		other := connect(t, e.DSN(pg, pg.User, pg.Password))
+		time.AfterFunc(200*time.Millisecond, func() {
+			raw, err := net.Dial("tcp", e.Addr)
+			if err != nil {
+				return
+			}
+			defer raw.Close()
+			b, _ := (&pgproto3.CancelRequest{ProcessID: other.PgConn().PID(), SecretKey: []byte{1, 2, 3, 4}}).Encode(nil)
+			raw.Write(b)
+		})
+		if _, err := other.Exec(ctx, "SELECT pg_sleep(0.6)"); err != nil {
+			t.Fatalf("a cancel with a wrong secret cancelled the query: %v", err)
 		}
 	})
-	start := time.Now()
-	_, err := c.Exec(ctx, "SELECT pg_sleep(10)")
-	took := time.Since(start)
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "57014" {
-		// 57014 proves the backend was cancelled (not just the client giving up).
-		t.Fatalf("want query_canceled (57014), got %v", err)
-	}
-	if took > time.Second+300*time.Millisecond {
-		t.Fatalf("cancel took %v", took)
-	}
-	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
-		t.Fatalf("session unusable after cancel: %v", err)
-	}
-	// A cancel with a made-up key (here: the real backend's pid, which the client never sees) does
-	// nothing.
-	var realPID uint32
-	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&realPID); err != nil {
-		t.Fatal(err)
-	}
-	if realPID == c.PgConn().PID() {
-		t.Fatalf("client was given the real backend pid %d", realPID)
-	}
-	other := connect(t, e.DSN(pg, pg.User, pg.Password))
-	time.AfterFunc(200*time.Millisecond, func() {
-		raw, err := net.Dial("tcp", e.Addr)
-		if err != nil {
-			return
-		}
-		defer raw.Close()
-		b, _ := (&pgproto3.CancelRequest{ProcessID: other.PgConn().PID(), SecretKey: []byte{1, 2, 3, 4}}).Encode(nil)
-		raw.Write(b)
-	})
-	if _, err := other.Exec(ctx, "SELECT pg_sleep(0.6)"); err != nil {
-		t.Fatalf("a cancel with a wrong secret cancelled the query: %v", err)
-	}
 }
 
 func TestCopyRoundTrip(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	ctx := ctxT(t, 60*time.Second)
-	c := connect(t, e.DSN(pg, pg.User, pg.Password))
-	if _, err := c.Exec(ctx, "CREATE TEMP TABLE copy_t (id int, name text, b bytea, ts timestamptz)"); err != nil {
-		t.Fatal(err)
-	}
-	var in bytes.Buffer
-	for i := 0; i < 100000; i++ {
-		fmt.Fprintf(&in, "%d\tname-%d \\\\ \\t tab\t\\\\x%02x%02x\t2024-01-02 03:04:%02d+00\n", i, i, i%256, (i/256)%256, i%60)
-	}
-	src := in.Bytes()
-	tag, err := c.PgConn().CopyFrom(ctx, bytes.NewReader(src), "COPY copy_t FROM STDIN")
-	if err != nil || tag.RowsAffected() != 100000 {
-		t.Fatalf("copy from: %v %v", tag, err)
-	}
-	if _, err := c.Exec(ctx, "SET TimeZone = 'UTC'"); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	tag, err = c.PgConn().CopyTo(ctx, &out, "COPY (SELECT * FROM copy_t ORDER BY id) TO STDOUT")
-	if err != nil || tag.RowsAffected() != 100000 {
-		t.Fatalf("copy to: %v %v", tag, err)
-	}
-	if !bytes.Equal(out.Bytes(), src) {
-		t.Fatalf("COPY out differs from COPY in (%d vs %d bytes)", out.Len(), len(src))
-	}
-	// A failing COPY FROM leaves the session usable.
-	_, err = c.PgConn().CopyFrom(ctx, strings.NewReader("1\tx\tnot-bytea\tnot-a-time\n"), "COPY copy_t FROM STDIN")
-	if errCode(err) != "22007" && errCode(err) != "22P02" {
-		t.Fatalf("bad copy: %v", err)
-	}
-	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM copy_t").Scan(&n); err != nil || n != 100000 {
-		t.Fatalf("count %d %v", n, err)
-	}
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		ctx := ctxT(t, 60*time.Second)
+		c := connect(t, e.DSN(pg, pg.User, pg.Password))
+		if _, err := c.Exec(ctx, "CREATE TEMP TABLE copy_t (id int, name text, b bytea, ts timestamptz)"); err != nil {
+			t.Fatal(err)
+		}
+		var in bytes.Buffer
+		for i := 0; i < 100000; i++ {
+			fmt.Fprintf(&in, "%d\tname-%d \\\\ \\t tab\t\\\\x%02x%02x\t2024-01-02 03:04:%02d+00\n", i, i, i%256, (i/256)%256, i%60)
+		}
+		src := in.Bytes()
+		tag, err := c.PgConn().CopyFrom(ctx, bytes.NewReader(src), "COPY copy_t FROM STDIN")
+		if err != nil || tag.RowsAffected() != 100000 {
+			t.Fatalf("copy from: %v %v", tag, err)
+		}
+		if _, err := c.Exec(ctx, "SET TimeZone = 'UTC'"); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		tag, err = c.PgConn().CopyTo(ctx, &out, "COPY (SELECT * FROM copy_t ORDER BY id) TO STDOUT")
+		if err != nil || tag.RowsAffected() != 100000 {
+			t.Fatalf("copy to: %v %v", tag, err)
+		}
+		if !bytes.Equal(out.Bytes(), src) {
+			t.Fatalf("COPY out differs from COPY in (%d vs %d bytes)", out.Len(), len(src))
+		}
+		// A failing COPY FROM leaves the session usable.
+		_, err = c.PgConn().CopyFrom(ctx, strings.NewReader("1\tx\tnot-bytea\tnot-a-time\n"), "COPY copy_t FROM STDIN")
+		if errCode(err) != "22007" && errCode(err) != "22P02" {
+			t.Fatalf("bad copy: %v", err)
+		}
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM copy_t").Scan(&n); err != nil || n != 100000 {
+			t.Fatalf("count %d %v", n, err)
+		}
+	})
 }
 
 func TestListenNotify(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	ctx := ctxT(t, 20*time.Second)
-	l := connect(t, e.DSN(pg, pg.User, pg.Password))
-	n := connect(t, e.DSN(pg, pg.User, pg.Password))
-	if _, err := l.Exec(ctx, "LISTEN colcrypt_ch"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Exec(ctx, "SELECT pg_notify('colcrypt_ch', 'payload-1')"); err != nil {
-		t.Fatal(err)
-	}
-	got, err := l.WaitForNotification(ctx)
-	if err != nil || got.Channel != "colcrypt_ch" || got.Payload != "payload-1" {
-		t.Fatalf("notification %+v %v", got, err)
-	}
-	var pid uint32
-	if err := n.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil || got.PID != pid {
-		t.Fatalf("notification from pid %d, notifier backend is %d (%v)", got.PID, pid, err)
-	}
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		ctx := ctxT(t, 20*time.Second)
+		l := connect(t, e.DSN(pg, pg.User, pg.Password))
+		n := connect(t, e.DSN(pg, pg.User, pg.Password))
+		if _, err := l.Exec(ctx, "LISTEN colcrypt_ch"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Exec(ctx, "SELECT pg_notify('colcrypt_ch', 'payload-1')"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.WaitForNotification(ctx)
+		if err != nil || got.Channel != "colcrypt_ch" || got.Payload != "payload-1" {
+			t.Fatalf("notification %+v %v", got, err)
+		}
+		var pid uint32
+		if err := n.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil || got.PID != pid {
+			t.Fatalf("notification from pid %d, notifier backend is %d (%v)", got.PID, pid, err)
+		}
+	})
 }
 
 func TestConcurrentSessions(t *testing.T) {
-	pg := pgFor(t)
-	e := startProxy(t, pg, nil)
-	const n = 300
-	ctx := ctxT(t, 50*time.Second)
-	conns := make([]*pgx.Conn, n)
-	pids := make([]uint32, n)
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			c, err := pgx.Connect(ctx, e.DSN(pg, pg.User, pg.Password))
-			if err != nil {
-				errs <- err
-				return
+	eachRelay(t, func(t *testing.T, start startFunc) {
+		pg := pgFor(t)
+		e := start(t, pg, nil)
+		const n = 300
+		ctx := ctxT(t, 50*time.Second)
+		conns := make([]*pgx.Conn, n)
+		pids := make([]uint32, n)
+		errs := make(chan error, n)
+		sem := make(chan struct{}, 32)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				c, err := pgx.Connect(ctx, e.DSN(pg, pg.User, pg.Password))
+				if err != nil {
+					errs <- err
+					return
+				}
+				conns[i] = c
+				errs <- c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pids[i])
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		defer func() {
+			for _, c := range conns {
+				if c != nil {
+					c.Close(context.Background())
+				}
 			}
-			conns[i] = c
-			errs <- c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pids[i])
 		}()
-	}
-	wg.Wait()
-	close(errs)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close(context.Background())
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
 			}
 		}
-	}()
-	for err := range errs {
-		if err != nil {
+		seen := map[uint32]bool{}
+		for _, p := range pids {
+			seen[p] = true
+		}
+		if len(seen) != n {
+			t.Fatalf("%d distinct backends for %d sessions", len(seen), n)
+		}
+		// All at once, each on its own backend.
+		var wg2 sync.WaitGroup
+		fail := make(chan error, n)
+		for i, c := range conns {
+			wg2.Add(1)
+			go func() {
+				defer wg2.Done()
+				var v int
+				if err := c.QueryRow(ctx, "SELECT $1::int + 1", i).Scan(&v); err != nil || v != i+1 {
+					fail <- fmt.Errorf("session %d: %d %v", i, v, err)
+				}
+			}()
+		}
+		wg2.Wait()
+		close(fail)
+		for err := range fail {
 			t.Fatal(err)
 		}
-	}
-	seen := map[uint32]bool{}
-	for _, p := range pids {
-		seen[p] = true
-	}
-	if len(seen) != n {
-		t.Fatalf("%d distinct backends for %d sessions", len(seen), n)
-	}
-	// All at once, each on its own backend.
-	var wg2 sync.WaitGroup
-	fail := make(chan error, n)
-	for i, c := range conns {
-		wg2.Add(1)
-		go func() {
-			defer wg2.Done()
-			var v int
-			if err := c.QueryRow(ctx, "SELECT $1::int + 1", i).Scan(&v); err != nil || v != i+1 {
-				fail <- fmt.Errorf("session %d: %d %v", i, v, err)
-			}
-		}()
-	}
-	wg2.Wait()
-	close(fail)
-	for err := range fail {
-		t.Fatal(err)
-	}
+	})
 }

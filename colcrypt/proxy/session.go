@@ -68,12 +68,19 @@ type session struct {
 	ending    atomic.Bool // set by whichever pump ends the session first
 	closeOnce sync.Once
 	hooked    *tracker // non-nil when an Interceptor returned Hooks
+	// loop is set (before the session is listed in Server.sessions) when an event loop relays the
+	// session; client and server are then closed and the loop owns duplicates of their sockets.
+	loop *loopSession
 }
 
 func (ss *session) idle() bool { return ss.rfq.Load() >= ss.sent.Load() }
 
 // wake interrupts the backend pump's read so it re-checks whether to end the session.
 func (ss *session) wake() {
+	if ss.loop != nil {
+		ss.loop.wake()
+		return
+	}
 	if c := ss.server; c != nil {
 		_ = c.SetReadDeadline(time.Now())
 	}
@@ -81,6 +88,10 @@ func (ss *session) wake() {
 
 // kill closes both connections.
 func (ss *session) kill() {
+	if ss.loop != nil {
+		ss.loop.kill()
+		return
+	}
 	ss.closeOnce.Do(func() {
 		ss.client.Close()
 		if ss.server != nil {
@@ -143,22 +154,31 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.metrics.active.Inc()
+	onLoop := s.attachLoop(ss)
+	if onLoop {
+		s.metrics.sessions.WithLabelValues("event_loop").Inc()
+	} else {
+		s.metrics.sessions.WithLabelValues("goroutines").Inc()
+	}
 	s.add(ss)
 	s.log.Info("session start", "session", ss.id, "client", addrString(c.RemoteAddr()), "role", ss.info.Role,
-		"database", ss.info.Database, "client_tls", ss.clientTLS, "hooks", ss.hooked != nil)
+		"database", ss.info.Database, "client_tls", ss.clientTLS, "hooks", ss.hooked != nil, "event_loop", onLoop)
 	err = ss.relay()
 	s.remove(ss)
 	s.metrics.active.Dec()
 	if ss.key != nil {
 		s.cancels.remove(ss.key)
 	}
-	lvl := "session end"
-	attrs := []any{"session", ss.id, "duration", time.Since(start).Round(time.Millisecond),
-		"bytes_in", ss.cr.BytesRead(), "bytes_out", ss.sr.BytesRead()}
+	in, out := ss.cr.BytesRead(), ss.sr.BytesRead()
+	if ss.loop != nil {
+		li, lo := ss.loop.bytes()
+		in, out = in+li, out+lo
+	}
+	attrs := []any{"session", ss.id, "duration", time.Since(start).Round(time.Millisecond), "bytes_in", in, "bytes_out", out}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	s.log.Info(lvl, attrs...)
+	s.log.Info("session end", attrs...)
 }
 
 func (ss *session) reportStartupError(err error) {

@@ -10,7 +10,7 @@ import (
 
 func TestPsqlScript(t *testing.T) {
 	pg := pgFor(t)
-	t.Run("raw", func(t *testing.T) { psqlScript(t, pg, startProxy(t, pg, nil)) })
+	eachRelay(t, func(t *testing.T, start startFunc) { psqlScript(t, pg, start(t, pg, nil)) })
 	t.Run("hooks", func(t *testing.T) {
 		ti := &testInterceptor{t: t}
 		psqlScript(t, pg, startProxy(t, pg, func(c *proxy.Config) { c.Interceptor = ti }))
