@@ -4,10 +4,13 @@
 // Guarantees:
 //   - Fast path: without an Interceptor (or when it returns no Hooks for a session) every message after
 //     authentication is forwarded as the exact bytes it arrived as; nothing is decoded but the type byte
-//     and length. Output is batched and flushed only when the input side has no complete message left,
-//     i.e. just before the proxy would block waiting for its peer; that covers every point where a peer
-//     waits (ReadyForQuery, Sync, Flush, CopyDone, CopyFail, ...) and never delays a reply, and a burst
-//     of DataRows or a pipeline costs one read and one write syscall per buffer, not per message.
+//     and length. Sessions without TLS on either side are relayed by an epoll event loop of the proxy's
+//     own (evloop_linux.go: one thread, one read and one write per readiness event, like PgBouncer);
+//     TLS sessions by a goroutine per direction, which batches output and flushes it only when the
+//     input side has no complete message left, i.e. just before it would block waiting for its peer.
+//     Either way every point where a peer waits (ReadyForQuery, Sync, Flush, CopyDone, CopyFail, ...)
+//     is flushed at once, and a burst of DataRows or a pipeline costs one read and one write syscall per
+//     buffer, not per message.
 //   - Authentication is PostgreSQL's: trust, password, md5 and SCRAM-SHA-256 pass through unchanged; the
 //     role and database from the StartupMessage are handed to an Interceptor only after AuthenticationOk.
 //     SCRAM-SHA-256-PLUS is never advertised to clients (TLS ends at the proxy, so channel binding cannot
