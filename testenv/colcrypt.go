@@ -80,6 +80,16 @@ func (c *Colcrypt) Stop() {
 	c.p = nil
 }
 
+// Pid returns the running proxy's process id (0 when stopped), for CPU accounting in benchmarks.
+func (c *Colcrypt) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.p == nil {
+		return 0
+	}
+	return c.p.cmd.Process.Pid
+}
+
 // Log returns what the proxy printed.
 func (c *Colcrypt) Log() string { return c.log.String() }
 
