@@ -86,8 +86,8 @@ type Limits struct {
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	StartupTimeout  time.Duration `yaml:"startup_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	// RelayThreads is the number of event-loop threads relaying sessions without TLS and without
-	// protected columns: 0 picks one per four CPUs, -1 relays every session with goroutines.
+	// RelayThreads is the number of event loops (a goroutine each) relaying sessions without TLS and
+	// without protected columns: 0 picks one per four CPUs, -1 relays every session with goroutines.
 	RelayThreads int `yaml:"relay_threads"`
 }
 
@@ -252,7 +252,7 @@ func (c *Config) validate() error {
 		l.MaxConnections = DefaultMaxConnections
 	}
 	if l.RelayThreads < -1 {
-		return c.errf("limits.relay_threads", "want -1 (no event loop), 0 (one per four CPUs) or a thread count")
+		return c.errf("limits.relay_threads", "want -1 (no event loop), 0 (one per four CPUs) or a number of loops")
 	}
 	for key, d := range map[string]*time.Duration{
 		"limits.idle_timeout": &l.IdleTimeout, "limits.startup_timeout": &l.StartupTimeout,

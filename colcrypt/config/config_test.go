@@ -70,7 +70,7 @@ func TestParseErrors(t *testing.T) {
 		{"verify-full without ca", "version: 1\nupstream: {host: db, tls: verify-full}\n", 2, "upstream.ca", "required"},
 		{"no host", "version: 1\nupstream: {port: 5432}\n", 2, "upstream.host", "required"},
 		{"bad duration", "version: 1\nupstream: {host: db}\nlimits: {idle_timeout: soon}\n", 3, "", "time.Duration"}, // confile names the line, not the key, for type errors
-		{"bad relay_threads", "version: 1\nupstream: {host: db}\nlimits: {relay_threads: -2}\n", 3, "limits.relay_threads", "thread count"},
+		{"bad relay_threads", "version: 1\nupstream: {host: db}\nlimits: {relay_threads: -2}\n", 3, "limits.relay_threads", "number of loops"},
 		{"metrics not loopback", "version: 1\nupstream: {host: db}\nmetrics: 0.0.0.0:9465\n", 3, "metrics", "loopback"},
 		{"tls without key", "version: 1\nupstream: {host: db}\ntls: {cert: a.pem}\n", 3, "tls", "key is required"},
 		{"column without scope", "version: 1\nupstream: {host: db}\nagent: {socket: /s}\ncolumns:\n  - {table: t, column: c}\n", 5, "columns[0]", "scope"},

@@ -5,7 +5,8 @@
 //   - Fast path: without an Interceptor (or when it returns no Hooks for a session) every message after
 //     authentication is forwarded as the exact bytes it arrived as; nothing is decoded but the type byte
 //     and length. Sessions without TLS on either side are relayed by an epoll event loop of the proxy's
-//     own (evloop_linux.go: one thread, one read and one write per readiness event, like PgBouncer);
+//     own (evloop_linux.go: one goroutine for many sessions, one read and one write per readiness
+//     event, like PgBouncer);
 //     TLS sessions by a goroutine per direction, which batches output and flushes it only when the
 //     input side has no complete message left, i.e. just before it would block waiting for its peer.
 //     Either way every point where a peer waits (ReadyForQuery, Sync, Flush, CopyDone, CopyFail, ...)
@@ -89,9 +90,9 @@ type Config struct {
 	// MaxClientMessage bounds a client message (default 256 MiB); beyond it the session ends with 08P01.
 	MaxClientMessage int
 
-	// RelayThreads is the number of event-loop threads relaying sessions that have no hooks and no TLS
-	// on either side (see evloop_linux.go): 0 picks one per four CPUs, a negative value relays every
-	// session with goroutines.
+	// RelayThreads is the number of event loops (one goroutine each) relaying the sessions that have
+	// no hooks and no TLS on either side (see evloop_linux.go): 0 picks one per four CPUs, a negative
+	// value relays every session with goroutines.
 	RelayThreads int
 
 	// Interceptor, when set, is offered every session (see Interceptor). nil keeps the raw fast path.
