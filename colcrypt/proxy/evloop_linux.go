@@ -120,6 +120,8 @@ type loopSession struct {
 	why      endReason
 	err      error      // the I/O error or framing error that ended it
 	done     chan error // the session's result, once finish has closed both sockets
+	// bytes read from the client and the server in the startup phase, before the loop
+	startIn, startOut int64
 }
 
 // loopEnd is one socket of a loop session, with the bytes read from it on their way to its peer.
@@ -714,9 +716,11 @@ func (s *Server) attachLoop(ss *session) bool {
 	// originals out of Go's netpoller (Close does not shut the socket down).
 	ss.client.Close()
 	ss.server.Close()
-	ls := &loopSession{ss: ss, l: l, done: make(chan error, 1)}
+	ls := &loopSession{ss: ss, l: l, done: make(chan error, 1), startIn: ss.cr.BytesRead(), startOut: ss.sr.BytesRead()}
 	ls.client = loopEnd{fd: cfd, ls: ls, peer: &ls.server, in: newFlow(ss.cr.TakeBuffered(), s.cfg.MaxClientMessage)}
 	ls.server = loopEnd{fd: sfd, ls: ls, peer: &ls.client, in: newFlow(ss.sr.TakeBuffered(), pgwire.DefaultMaxMessage)}
+	// The startup phase's readers and writers (64 KiB each) are not needed any more.
+	ss.cr, ss.cw, ss.sr, ss.sw = nil, nil, nil, nil
 	ss.loop = ls
 	if !l.post(loopReq{ls: ls, kind: reqAdd}) {
 		ls.why = endKilled
@@ -774,5 +778,8 @@ func (ls *loopSession) kill() { ls.l.post(loopReq{ls: ls, kind: reqKill}) }
 // wake asks the loop to check whether the session should end (drain, idle timeout).
 func (ls *loopSession) wake() { ls.l.post(loopReq{ls: ls, kind: reqCheck}) }
 
-// bytes returns the bytes read from the client and the server on the loop; valid after wait.
-func (ls *loopSession) bytes() (in, out int64) { return ls.client.in.n, ls.server.in.n }
+// bytes returns the bytes read from the client and from the server over the whole session; valid
+// after wait.
+func (ls *loopSession) bytes() (in, out int64) {
+	return ls.startIn + ls.client.in.n, ls.startOut + ls.server.in.n
+}

@@ -86,6 +86,14 @@ func (ss *session) wake() {
 	}
 }
 
+// bytesRead returns the bytes read from the client and from the server so far.
+func (ss *session) bytesRead() (in, out int64) {
+	if ss.loop != nil {
+		return ss.loop.bytes()
+	}
+	return ss.cr.BytesRead(), ss.sr.BytesRead()
+}
+
 // kill closes both connections.
 func (ss *session) kill() {
 	if ss.loop != nil {
@@ -169,11 +177,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if ss.key != nil {
 		s.cancels.remove(ss.key)
 	}
-	in, out := ss.cr.BytesRead(), ss.sr.BytesRead()
-	if ss.loop != nil {
-		li, lo := ss.loop.bytes()
-		in, out = in+li, out+lo
-	}
+	in, out := ss.bytesRead()
 	attrs := []any{"session", ss.id, "duration", time.Since(start).Round(time.Millisecond), "bytes_in", in, "bytes_out", out}
 	if err != nil {
 		attrs = append(attrs, "err", err)
