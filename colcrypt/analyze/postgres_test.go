@@ -19,21 +19,38 @@ CREATE TABLE employees (
 CREATE TABLE hr.people (id int, email bytea, badge bytea);
 `
 
-// TestRewritesRunOnPostgres runs every rewritten statement of the table tests, with fake envelopes,
-// against a real PostgreSQL whose protected columns are bytea: the edits must give SQL that the
-// server parses, types and runs (a parse check alone would accept "bytea = text").
-func TestRewritesRunOnPostgres(t *testing.T) {
+// schemaConn starts a throwaway PostgreSQL with schemaDDL and returns a connection to it as the
+// ordinary role, and a context bounding the whole test.
+func schemaConn(t *testing.T) (context.Context, *pgx.Conn) {
+	t.Helper()
 	db := testenv.Postgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	conn, err := pgx.Connect(ctx, db.UserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	t.Cleanup(func() { conn.Close(context.Background()) })
 	if _, err := conn.Exec(ctx, schemaDDL); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, conn
+}
+
+// versionedSeal makes fake envelopes "v1:<value>" for writes; searches try v2 first, then v1, as
+// after a rotation.
+func versionedSeal(v *Value) ([][]byte, error) {
+	if v.Role == Write {
+		return [][]byte{[]byte("v1:" + v.Literal.Value)}, nil
+	}
+	return [][]byte{[]byte("v2:" + v.Literal.Value), []byte("v1:" + v.Literal.Value)}, nil
+}
+
+// TestRewritesRunOnPostgres runs every rewritten statement of the table tests, with fake envelopes,
+// against a real PostgreSQL whose protected columns are bytea: the edits must give SQL that the
+// server parses, types and runs (a parse check alone would accept "bytea = text").
+func TestRewritesRunOnPostgres(t *testing.T) {
+	ctx, conn := schemaConn(t)
 	cat := testCatalog()
 	for _, tc := range append(append([]planCase(nil), writeCases...), predicateCases...) {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,32 +96,15 @@ func TestRewritesRunOnPostgres(t *testing.T) {
 // TestMatchFindsEveryVersion writes a value through a Write rewrite and finds it again through
 // literal and parameter Match rewrites whose envelope lists hold it as one of several versions.
 func TestMatchFindsEveryVersion(t *testing.T) {
-	db := testenv.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, db.UserDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, schemaDDL); err != nil {
-		t.Fatal(err)
-	}
+	ctx, conn := schemaConn(t)
 	cat := testCatalog()
-	// Version 1 envelopes are "v1:<value>"; searches try v2 first, then v1, as after a rotation.
-	seal := func(v *Value) ([][]byte, error) {
-		if v.Role == Write {
-			return [][]byte{[]byte("v1:" + v.Literal.Value)}, nil
-		}
-		return [][]byte{[]byte("v2:" + v.Literal.Value), []byte("v1:" + v.Literal.Value)}, nil
-	}
 	run := func(sql string, args ...any) []int32 {
 		t.Helper()
 		p := Analyze(sql, cat, Options{})
 		if p.Action != Rewrite {
 			t.Fatalf("%s: %v %v", sql, p.Action, p.Refusal)
 		}
-		out, err := p.Render(sql, seal)
+		out, err := p.Render(sql, versionedSeal)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,24 +156,8 @@ func TestMatchFindsEveryVersion(t *testing.T) {
 // TestPrepareExecuteOnPostgres runs SQL-level PREPARE and EXECUTE rewrites, bound with
 // Execute.Bind, and finds the written value through a prepared search.
 func TestPrepareExecuteOnPostgres(t *testing.T) {
-	db := testenv.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, db.UserDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, schemaDDL); err != nil {
-		t.Fatal(err)
-	}
+	ctx, conn := schemaConn(t)
 	cat := testCatalog()
-	seal := func(v *Value) ([][]byte, error) {
-		if v.Role == Write {
-			return [][]byte{[]byte("v1:" + v.Literal.Value)}, nil
-		}
-		return [][]byte{[]byte("v2:" + v.Literal.Value), []byte("v1:" + v.Literal.Value)}, nil
-	}
 	prepared := map[string]*Prepare{}
 	exec := func(sql string) [][][]byte {
 		t.Helper()
@@ -194,7 +178,7 @@ func TestPrepareExecuteOnPostgres(t *testing.T) {
 				edits = append(edits, ed...)
 			}
 		}
-		out, err := Render(sql, edits, seal)
+		out, err := Render(sql, edits, versionedSeal)
 		if err != nil {
 			t.Fatal(err)
 		}
