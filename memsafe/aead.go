@@ -4,7 +4,7 @@ import (
 	"crypto/cipher"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 )
 
 // AEAD is one long-lived cipher.AEAD built from a Key.
@@ -15,10 +15,10 @@ import (
 // itself is NOT in locked memory (Go's crypto/aes owns it); Destroy drops the reference so the
 // collector can reclaim it, but cannot zero it. That is the limit of what Go allows today.
 type AEAD struct {
-	mu    sync.RWMutex
-	aead  cipher.AEAD
-	key   *Key
-	owned bool
+	// aead is read once per sealed or opened value: an atomic load, not a lock, so that concurrent
+	// sessions do not contend on one cache line. A lock would guard nothing more: a caller that got
+	// the cipher before Destroy keeps using it either way.
+	aead atomic.Pointer[cipher.AEAD]
 }
 
 // NewAEAD builds the cipher once from k with build (aes.NewCipher + cipher.NewGCM, AES-SIV, …).
@@ -36,27 +36,25 @@ func NewAEAD(k *Key, build func(key []byte) (cipher.AEAD, error)) (*AEAD, error)
 		}
 		return nil, fmt.Errorf("memsafe: build aead: %w", err)
 	}
-	return &AEAD{aead: a, key: k}, nil
+	r := &AEAD{}
+	r.aead.Store(&a)
+	return r, nil
 }
 
 // AEAD returns the cipher, or nil after Destroy.
 func (a *AEAD) AEAD() cipher.AEAD {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.aead
+	if p := a.aead.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
-
-// Key returns the key the cipher was built from.
-func (a *AEAD) Key() *Key { return a.key }
 
 // Destroy drops the cipher. It does not destroy the Key it was built from.
 func (a *AEAD) Destroy() {
 	if a == nil {
 		return
 	}
-	a.mu.Lock()
-	a.aead = nil
-	a.mu.Unlock()
+	a.aead.Store(nil)
 }
 
 func (a *AEAD) String() string { return "memsafe.AEAD" + Redacted }
