@@ -102,8 +102,7 @@ const (
 	endTerminate             // the client sent Terminate (forwarded)
 	endClientGone            // EOF or error from the client
 	endBadFrontend           // malformed client framing
-	endServerGone            // EOF or error from PostgreSQL
-	endBadBackend            // malformed server framing
+	endServerGone            // EOF, error or malformed framing from PostgreSQL
 	endDrain                 // shutdown, and the session is idle outside a transaction
 	endIdle                  // idle timeout
 	endKilled                // shutdown timeout
@@ -501,7 +500,7 @@ func (ls *loopSession) scan(e *loopEnd) endReason {
 			if front {
 				return endBadFrontend
 			}
-			return endBadBackend
+			return endServerGone
 		}
 		f.s += 5
 		f.typ, f.left, f.nhead = typ, int(length-4), 0
@@ -538,12 +537,8 @@ func (ls *loopSession) complete(f *flow, front bool) endReason {
 			ls.sawFatal = true
 		}
 	case 'Z':
-		if f.nhead > 0 {
-			ss.txStatus.Store(uint32(f.head[0]))
-		}
-		ss.idleSince.Store(time.Now().UnixNano())
-		ss.rfq.Add(1)
-		if ss.srv.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I' {
+		ss.readyForQuery(f.head[:f.nhead])
+		if ss.drainable() {
 			return endDrain
 		}
 	}
@@ -552,15 +547,10 @@ func (ls *loopSession) complete(f *flow, front bool) endReason {
 
 // check ends the session if the server is draining or the idle timeout has passed (reaper, shutdown).
 func (ls *loopSession) check() {
-	ss := ls.ss
-	s := ss.srv
-	if !ss.idle() {
-		return
-	}
 	switch {
-	case s.draining.Load() && ss.txStatus.Load() == 'I':
+	case ls.ss.drainable():
 		ls.end(endDrain, nil)
-	case s.cfg.IdleTimeout > 0 && time.Since(time.Unix(0, ss.idleSince.Load())) >= s.cfg.IdleTimeout:
+	case ls.ss.idleExpired():
 		ls.end(endIdle, nil)
 	}
 }
@@ -604,17 +594,19 @@ func (ls *loopSession) finish() {
 		}
 		if ls.why == endBadFrontend {
 			s.metrics.errors.WithLabelValues("protocol").Inc()
-			writeAll(ls.client.fd, toClient, errorMsg("FATAL", "08P01", "invalid frontend message: "+ls.err.Error()))
+			var pe *pgwire.ParseError
+			errors.As(ls.err, &pe)
+			writeAll(ls.client.fd, toClient, fatalInvalidFrontend(pe))
 			result = ls.err
 		}
 		if ls.why == endKilled {
 			result = errors.New("closed at the end of the shutdown timeout")
 		}
-	case endServerGone, endBadBackend:
+	case endServerGone:
 		var fatalMsg []byte
 		if !ls.sawFatal {
 			s.metrics.errors.WithLabelValues("upstream_lost").Inc()
-			fatalMsg = errorMsg("FATAL", "08006", "lost the connection to the database server")
+			fatalMsg = fatalUpstreamLost
 		}
 		writeAll(ls.client.fd, toClient, fatalMsg)
 		result = errUpstreamGone
@@ -625,13 +617,13 @@ func (ls *loopSession) finish() {
 			result = nil
 		}
 	case endDrain:
-		writeAll(ls.client.fd, toClient, errorMsg("FATAL", "57P01", "terminating connection due to administrator command"))
+		writeAll(ls.client.fd, toClient, fatalShutdown)
 		writeAll(ls.server.fd, toServer, terminateMsg)
-		result = errors.New("shutdown")
+		result = errShutdown
 	case endIdle:
-		writeAll(ls.client.fd, toClient, errorMsg("FATAL", "57P05", "terminating connection due to idle-session timeout"))
+		writeAll(ls.client.fd, toClient, fatalIdleTimeout)
 		writeAll(ls.server.fd, toServer, terminateMsg)
-		result = errors.New("idle timeout")
+		result = errIdleTimeout
 	}
 	unix.Close(ls.client.fd)
 	unix.Close(ls.server.fd)

@@ -49,7 +49,7 @@ func (ss *session) relay() error {
 	berr := <-done
 	if errors.As(ferr, &pe) {
 		ss.srv.metrics.errors.WithLabelValues("protocol").Inc()
-		ss.cw.Write(errorMsg("FATAL", "08P01", "invalid frontend message: "+pe.Error()))
+		ss.cw.Write(fatalInvalidFrontend(pe))
 		ss.cw.Flush()
 	}
 	if ss.hooked != nil {
@@ -66,6 +66,42 @@ func (ss *session) relay() error {
 }
 
 var terminateMsg = []byte{'X', 0, 0, 0, 4}
+
+// Why a relayed session ends, as the log says it and as the client is told (both relays use these).
+var (
+	errShutdown      = errors.New("shutdown")
+	errIdleTimeout   = errors.New("idle timeout")
+	fatalShutdown    = errorMsg("FATAL", "57P01", "terminating connection due to administrator command")
+	fatalIdleTimeout = errorMsg("FATAL", "57P05", "terminating connection due to idle-session timeout")
+	// fatalUpstreamLost is not sent when the server said FATAL itself before closing.
+	fatalUpstreamLost = errorMsg("FATAL", "08006", "lost the connection to the database server")
+)
+
+// fatalInvalidFrontend is the client's error for malformed framing (type and length, no content).
+func fatalInvalidFrontend(pe *pgwire.ParseError) []byte {
+	return errorMsg("FATAL", "08P01", "invalid frontend message: "+pe.Error())
+}
+
+// drainable reports whether a draining server should end the session now: every request answered
+// and no transaction open.
+func (ss *session) drainable() bool {
+	return ss.srv.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I'
+}
+
+// idleExpired reports whether the session has waited for its client longer than IdleTimeout.
+func (ss *session) idleExpired() bool {
+	t := ss.srv.cfg.IdleTimeout
+	return t > 0 && ss.idle() && time.Since(time.Unix(0, ss.idleSince.Load())) >= t
+}
+
+// readyForQuery records a ReadyForQuery (its body is the transaction status byte).
+func (ss *session) readyForQuery(body []byte) {
+	if len(body) > 0 {
+		ss.txStatus.Store(uint32(body[0]))
+	}
+	ss.idleSince.Store(time.Now().UnixNano())
+	ss.rfq.Add(1)
+}
 
 func (ss *session) frontendLoop() error {
 	m := ss.srv.metrics
@@ -137,9 +173,9 @@ func (ss *session) backendLoop() error {
 	defer publish()
 	sawFatal := false // the server said why it ends the session; the client needs no second FATAL
 	// end tells the client why the session ends (if it should be told), and stops the frontend pump.
-	end := func(err error, code, text string) error {
-		if code != "" {
-			ss.cw.Write(errorMsg("FATAL", code, text))
+	end := func(err error, fatal []byte) error {
+		if fatal != nil {
+			ss.cw.Write(fatal)
 		}
 		ss.cw.Flush()
 		ss.ending.Store(true)
@@ -149,49 +185,45 @@ func (ss *session) backendLoop() error {
 	for {
 		if !ss.sr.Pending() {
 			if err := ss.cw.Flush(); err != nil {
-				return end(errClientGone, "", "")
+				return end(errClientGone, nil)
 			}
 			publish()
 		}
 		msg, err := ss.sr.Next()
 		if err != nil {
 			if ss.ending.Load() {
-				return end(errEnding, "", "")
+				return end(errEnding, nil)
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if s.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I' {
-					return end(errors.New("shutdown"), "57P01", "terminating connection due to administrator command")
+				if ss.drainable() {
+					return end(errShutdown, fatalShutdown)
 				}
-				if s.cfg.IdleTimeout > 0 && ss.idle() && time.Since(time.Unix(0, ss.idleSince.Load())) >= s.cfg.IdleTimeout {
-					return end(errors.New("idle timeout"), "57P05", "terminating connection due to idle-session timeout")
+				if ss.idleExpired() {
+					return end(errIdleTimeout, fatalIdleTimeout)
 				}
 				_ = ss.server.SetReadDeadline(time.Time{})
 				continue
 			}
 			if sawFatal {
-				return end(errUpstreamGone, "", "")
+				return end(errUpstreamGone, nil)
 			}
 			m.errors.WithLabelValues("upstream_lost").Inc()
-			return end(errors.Join(errUpstreamGone, err), "08006", "lost the connection to the database server")
+			return end(errors.Join(errUpstreamGone, err), fatalUpstreamLost)
 		}
 		msgs++
 		if msg.Type == 'E' && isFatal(msg.Body()) {
 			sawFatal = true
 		}
 		if msg.Type == 'Z' {
-			if body := msg.Body(); len(body) > 0 {
-				ss.txStatus.Store(uint32(body[0]))
-			}
-			ss.idleSince.Store(time.Now().UnixNano())
-			ss.rfq.Add(1)
+			ss.readyForQuery(msg.Body())
 		}
 		if ss.hooked != nil {
 			ss.hooked.backend(msg)
 		} else {
 			ss.cw.Write(msg.Raw)
 		}
-		if msg.Type == 'Z' && s.draining.Load() && ss.idle() && ss.txStatus.Load() == 'I' {
-			return end(errors.New("shutdown"), "57P01", "terminating connection due to administrator command")
+		if msg.Type == 'Z' && ss.drainable() {
+			return end(errShutdown, fatalShutdown)
 		}
 	}
 }

@@ -154,7 +154,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	if s.draining.Load() {
-		ss.cw.Write(errorMsg("FATAL", "57P01", "terminating connection due to administrator command"))
+		ss.cw.Write(fatalShutdown)
 		ss.cw.Flush()
 		if ss.hooked != nil {
 			ss.hooked.close()
