@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/memsafe"
+	"github.com/keyward/keyward/volume/luks2"
 )
 
 // KeySource serves data keys; *client.Client is one.
@@ -53,13 +54,20 @@ type devAddr string
 func (a devAddr) Network() string { return "chardev" }
 func (a devAddr) String() string  { return string(a) }
 
-// getKey fetches a 256-bit data key, with the scope in the error's context.
-func getKey(ctx context.Context, keys KeySource, scope string, version uint32) (*memsafe.Key, uint32, error) {
-	k, v, err := keys.GetKey(ctx, scope, version, "")
+// passphraseFor fetches the 256-bit data key of (scope, version), with the scope in the error's
+// context, and derives the keyslot passphrase of v from it; the data key is destroyed at once. It
+// also returns the key version the agent served. The caller must Destroy the passphrase.
+func passphraseFor(ctx context.Context, keys KeySource, v *luks2.Volume, scope string, version uint32) (*memsafe.Key, uint32, error) {
+	dk, ver, err := keys.GetKey(ctx, scope, version, "")
 	if err != nil {
 		return nil, 0, fmt.Errorf("key %s version %s: %w", scope, versionString(version), err)
 	}
-	return k, v, nil
+	pass, err := Passphrase(dk, v.UUID())
+	dk.Destroy()
+	if err != nil {
+		return nil, 0, err
+	}
+	return pass, ver, nil
 }
 
 func versionString(v uint32) string {

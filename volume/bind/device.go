@@ -51,7 +51,7 @@ func backup(v *luks2.Volume, dir, what string) (string, error) {
 	return p, nil
 }
 
-// writerFor is the writer the header updates go through; tests wrap it to inject failures.
+// writerWrap wraps the writer the header updates go through; tests wrap it to inject failures.
 type writerWrap func(io.WriterAt) io.WriterAt
 
 func (w writerWrap) wrap(f *os.File) io.WriterAt {

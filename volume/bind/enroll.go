@@ -57,12 +57,7 @@ func Enroll(ctx context.Context, path string, keys KeySource, o EnrollOptions) (
 		}
 	}
 
-	dk, ver, err := getKey(ctx, keys, o.Scope, o.Version)
-	if err != nil {
-		return Enrollment{}, fmt.Errorf("enroll: %w", err)
-	}
-	pass, err := Passphrase(dk, v.UUID())
-	dk.Destroy()
+	pass, ver, err := passphraseFor(ctx, keys, v, o.Scope, o.Version)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("enroll: %w", err)
 	}

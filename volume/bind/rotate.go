@@ -55,12 +55,7 @@ func Rotate(ctx context.Context, path string, keys KeySource, o RotateOptions) (
 		return Rotation{}, fmt.Errorf("rotate: %w for scope %s", ErrNoToken, scope)
 	}
 
-	dk, newest, err := getKey(ctx, keys, scope, 0)
-	if err != nil {
-		return Rotation{}, fmt.Errorf("rotate: %w", err)
-	}
-	pass, err := Passphrase(dk, v.UUID())
-	dk.Destroy()
+	pass, newest, err := passphraseFor(ctx, keys, v, scope, 0)
 	if err != nil {
 		return Rotation{}, fmt.Errorf("rotate: %w", err)
 	}
@@ -69,7 +64,8 @@ func Rotate(ctx context.Context, path string, keys KeySource, o RotateOptions) (
 	var r Rotation
 	for _, t := range toks {
 		if uint32(t.Version) == newest && len(t.Keyslots) == 1 {
-			if err := tryOpen(v, pass, t.Keyslots[0]); err == nil {
+			if vk, err := openToken(v, pass, t); err == nil {
+				vk.Destroy()
 				r.Current = Enrollment{Keyslot: t.Keyslots[0], Token: t.id, Scope: scope, Version: newest}
 				break
 			}
@@ -118,14 +114,6 @@ func Rotate(ctx context.Context, path string, keys KeySource, o RotateOptions) (
 	return r, nil
 }
 
-func tryOpen(v *luks2.Volume, pass *memsafe.Key, slot int) error {
-	return pass.Use(func(p []byte) error {
-		k, err := v.OpenKeyslot(p, slot)
-		k.Destroy()
-		return err
-	})
-}
-
 // volumeKey recovers the volume key through the existing keyward keyslots, newest first.
 func volumeKey(ctx context.Context, v *luks2.Volume, keys KeySource, toks []token) (*memsafe.Key, error) {
 	var first error
@@ -134,26 +122,12 @@ func volumeKey(ctx context.Context, v *luks2.Volume, keys KeySource, toks []toke
 			continue
 		}
 		vk, err := func() (*memsafe.Key, error) {
-			dk, _, err := getKey(ctx, keys, t.Scope, uint32(t.Version))
-			if err != nil {
-				return nil, err
-			}
-			pass, err := Passphrase(dk, v.UUID())
-			dk.Destroy()
+			pass, _, err := passphraseFor(ctx, keys, v, t.Scope, uint32(t.Version))
 			if err != nil {
 				return nil, err
 			}
 			defer pass.Destroy()
-			var vk *memsafe.Key
-			err = pass.Use(func(p []byte) error {
-				var err error
-				vk, err = v.OpenKeyslot(p, t.Keyslots[0])
-				return err
-			})
-			if errors.Is(err, luks2.ErrWrongPassphrase) {
-				return nil, fmt.Errorf("token %d keyslot %d (%s version %d): %w", t.id, t.Keyslots[0], t.Scope, t.Version, ErrWrongKey)
-			}
-			return vk, err
+			return openToken(v, pass, t)
 		}()
 		if err == nil {
 			return vk, nil

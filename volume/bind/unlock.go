@@ -118,14 +118,9 @@ func unlockWith(ctx context.Context, f *os.File, v *luks2.Volume, path string, k
 	}
 	slot := t.Keyslots[0]
 	u := Unlocked{Enrollment: Enrollment{Keyslot: slot, Token: t.id, Scope: t.Scope, Version: uint32(t.Version)}}
-	dk, _, err := getKey(ctx, keys, t.Scope, uint32(t.Version))
+	pass, _, err := passphraseFor(ctx, keys, v, t.Scope, uint32(t.Version))
 	if err != nil {
 		return Unlocked{}, fmt.Errorf("token %d: %w", t.id, err)
-	}
-	pass, err := Passphrase(dk, v.UUID())
-	dk.Destroy()
-	if err != nil {
-		return Unlocked{}, err
 	}
 	defer pass.Destroy()
 
@@ -139,17 +134,9 @@ func unlockWith(ctx context.Context, f *os.File, v *luks2.Volume, path string, k
 		return u, nil
 	}
 
-	var vk *memsafe.Key
-	err = pass.Use(func(p []byte) error {
-		var err error
-		vk, err = v.OpenKeyslot(p, slot)
-		return err
-	})
-	if errors.Is(err, luks2.ErrWrongPassphrase) {
-		return Unlocked{}, fmt.Errorf("token %d keyslot %d (%s version %d): %w", t.id, slot, t.Scope, t.Version, ErrWrongKey)
-	}
+	vk, err := openToken(v, pass, t)
 	if err != nil {
-		return Unlocked{}, fmt.Errorf("token %d keyslot %d: %w", t.id, slot, err)
+		return Unlocked{}, err
 	}
 	defer vk.Destroy()
 	if o.Test {
@@ -175,6 +162,25 @@ func unlockWith(ctx context.Context, f *os.File, v *luks2.Volume, path string, k
 	}
 	u.Mapper = node
 	return u, nil
+}
+
+// openToken opens the one keyslot token t names with pass (the caller checked that it names one).
+// A passphrase that does not open it is ErrWrongKey; every error names the token and keyslot.
+func openToken(v *luks2.Volume, pass *memsafe.Key, t token) (*memsafe.Key, error) {
+	slot := t.Keyslots[0]
+	var vk *memsafe.Key
+	err := pass.Use(func(p []byte) error {
+		var err error
+		vk, err = v.OpenKeyslot(p, slot)
+		return err
+	})
+	if errors.Is(err, luks2.ErrWrongPassphrase) {
+		return nil, fmt.Errorf("token %d keyslot %d (%s version %d): %w", t.id, slot, t.Scope, t.Version, ErrWrongKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token %d keyslot %d: %w", t.id, slot, err)
+	}
+	return vk, nil
 }
 
 // cryptsetupOpen runs `cryptsetup open` on the one keyslot with the passphrase on stdin.
