@@ -274,40 +274,48 @@ func (a *Agent) key(ctx context.Context, caller policy.Caller, conn *wire.Conn, 
 
 func (a *Agent) hsmEncrypt(ctx context.Context, caller policy.Caller, conn *wire.Conn, r *wire.HSMEncryptRequest) error {
 	ev := audit.Event{Scope: r.Scope, Version: r.Version, Op: "hsm-encrypt"}
-	d, deny := a.decide(caller, r.ActingFor, r.Scope, policy.OpEncrypt, ev)
-	if deny != nil {
-		a.d.Metrics.request(ev.Op, audit.Deny).Inc()
-		return conn.WriteMsg(deny)
-	}
-	fwd := *r
-	fwd.ActingFor = d.Identity
-	resp, err := a.d.Upstream.Encrypt(ctx, &fwd)
-	return a.finish(caller, conn, d, ev, resp, err, func() uint32 { return resp.Version })
+	return a.forward(caller, conn, ev, r.ActingFor, policy.OpEncrypt, func(identity string) (wire.Message, uint32, error) {
+		fwd := *r
+		fwd.ActingFor = identity
+		resp, err := a.d.Upstream.Encrypt(ctx, &fwd)
+		if err != nil {
+			return nil, 0, err
+		}
+		return resp, resp.Version, nil
+	})
 }
 
 func (a *Agent) hsmDecrypt(ctx context.Context, caller policy.Caller, conn *wire.Conn, r *wire.HSMDecryptRequest) error {
 	ev := audit.Event{Scope: r.Scope, Version: r.Version, Op: "hsm-decrypt"}
-	d, deny := a.decide(caller, r.ActingFor, r.Scope, policy.OpDecrypt, ev)
+	return a.forward(caller, conn, ev, r.ActingFor, policy.OpDecrypt, func(identity string) (wire.Message, uint32, error) {
+		fwd := *r
+		fwd.ActingFor = identity
+		resp, err := a.d.Upstream.Decrypt(ctx, &fwd)
+		if err != nil {
+			return nil, 0, err
+		}
+		return resp, r.Version, nil
+	})
+}
+
+// forward decides an in-HSM operation, runs it upstream (call gets the identity the policy decided the
+// caller acts for, and returns the response and the key version used), audits and answers.
+func (a *Agent) forward(caller policy.Caller, conn *wire.Conn, ev audit.Event, actingFor string, op policy.Op,
+	call func(identity string) (wire.Message, uint32, error)) error {
+	d, deny := a.decide(caller, actingFor, ev.Scope, op, ev)
 	if deny != nil {
 		a.d.Metrics.request(ev.Op, audit.Deny).Inc()
 		return conn.WriteMsg(deny)
 	}
-	fwd := *r
-	fwd.ActingFor = d.Identity
-	resp, err := a.d.Upstream.Decrypt(ctx, &fwd)
-	return a.finish(caller, conn, d, ev, resp, err, func() uint32 { return r.Version })
-}
-
-// finish audits and answers a forwarded in-HSM operation.
-func (a *Agent) finish(caller policy.Caller, conn *wire.Conn, d policy.Decision, ev audit.Event, resp wire.Message, err error, version func() uint32) error {
 	ev.Principal, ev.OnBehalfOf, ev.Upstream = d.Principal, d.Identity, "upstream"
+	resp, version, err := call(d.Identity)
 	if err != nil {
 		ev.Decision, ev.Reason = audit.Error, err.Error()
 		a.record(callerEvent(caller, ev))
 		a.d.Metrics.request(ev.Op, audit.Error).Inc()
 		return conn.WriteMsg(wire.ErrorFrom(err))
 	}
-	ev.Version, ev.Decision = version(), audit.Allow
+	ev.Version, ev.Decision = version, audit.Allow
 	if err := a.d.Audit.Write(callerEvent(caller, ev)); err != nil {
 		return conn.WriteMsg(wire.ErrorFrom(fmt.Errorf("%w: audit log unavailable", wire.ErrUnavailable)))
 	}
