@@ -44,12 +44,17 @@ func FromReader(r io.Reader, n int) (*Key, error) {
 	b, err := memguard.NewBufferFromReader(r, n)
 	if err != nil {
 		b.Destroy()
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("memsafe: read key: short read (want %d bytes): %w", n, io.ErrUnexpectedEOF)
-		}
-		return nil, fmt.Errorf("memsafe: read key: %w", err)
+		return nil, readError(n, err)
 	}
 	return track(b, n), nil
+}
+
+// readError is the error of a failed key read, the same for memguard and slab keys.
+func readError(n int, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("memsafe: read key: short read (want %d bytes): %w", n, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("memsafe: read key: %w", err)
 }
 
 // FromBytes moves src into locked memory and wipes src. Use it only where a library hands back a key

@@ -105,10 +105,7 @@ func SlabFromReader(r io.Reader, n int) (*Key, error) {
 	}
 	if _, err := io.ReadFull(r, s.b); err != nil {
 		slab.release(s)
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("memsafe: read key: short read (want %d bytes): %w", n, io.ErrUnexpectedEOF)
-		}
-		return nil, fmt.Errorf("memsafe: read key: %w", err)
+		return nil, readError(n, err)
 	}
 	return trackSlot(s), nil
 }
