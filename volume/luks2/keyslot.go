@@ -196,10 +196,11 @@ func deriveKDF(dst, passphrase []byte, k KDF) error {
 
 // VerifyKey reports whether key is the volume key of the data segment (checked against its digest).
 func (v *Volume) VerifyKey(key *memsafe.Key) (bool, error) {
-	d, err := v.segmentDigest()
+	did, err := v.segmentDigestID()
 	if err != nil {
 		return false, err
 	}
+	d := v.meta.Digests[did]
 	var ok bool
 	err = key.Use(func(b []byte) error {
 		var err error
@@ -207,16 +208,6 @@ func (v *Volume) VerifyKey(key *memsafe.Key) (bool, error) {
 		return err
 	})
 	return ok, err
-}
-
-func (v *Volume) segmentDigest() (Digest, error) {
-	seg, _ := v.DataSegment()
-	for _, id := range sortedKeys(v.meta.Digests) {
-		if d := v.meta.Digests[id]; slices.Contains(d.Segments, seg) {
-			return d, nil
-		}
-	}
-	return Digest{}, fmt.Errorf("luks2: no digest for data segment %d", seg)
 }
 
 // DecryptSector reads data sector n of the data segment (sectors of the segment's sector_size,
