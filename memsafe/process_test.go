@@ -140,6 +140,8 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Printf("dumpable_before=%t dumpable_after=%t core=%d report=%q\n", before, after, rl.Cur, r.String())
 	case "signals":
 		signalHelper()
+	case "slab":
+		slabHelper()
 	case "locklimit":
 		fmt.Printf("uid=%d\n", os.Getuid())
 		fmt.Printf("small: %v\n", memsafe.CheckLockLimit(1, 32))
@@ -158,6 +160,18 @@ func helper(t *testing.T, mode string, cmd *exec.Cmd) string {
 	return string(out)
 }
 
+// underLockLimit runs TestHelperProcess in mode as the unprivileged user under a 64 KiB
+// RLIMIT_MEMLOCK, from a copy of the test binary that user can execute.
+func underLockLimit(t *testing.T, mode string) string {
+	t.Helper()
+	sh := testenv.Require(t, "sh")
+	bin := testenv.ExecutableCopy(t)
+	uid, gid, _ := testenv.Unprivileged(t)
+	cmd := exec.Command(sh, "-c", `ulimit -l 64 && exec "$0" -test.run='^TestHelperProcess$'`, bin)
+	testenv.AsUser(cmd, uid, gid)
+	return helper(t, mode, cmd)
+}
+
 func TestHardenMakesProcessNonDumpable(t *testing.T) {
 	out := helper(t, "harden", exec.Command(os.Args[0], "-test.run=^TestHelperProcess$"))
 	if !strings.Contains(out, "dumpable_before=true dumpable_after=false core=0") {
@@ -169,12 +183,7 @@ func TestHardenMakesProcessNonDumpable(t *testing.T) {
 }
 
 func TestCheckLockLimitUnprivileged(t *testing.T) {
-	sh := testenv.Require(t, "sh")
-	bin := testenv.ExecutableCopy(t)
-	uid, gid, _ := testenv.Unprivileged(t)
-	cmd := exec.Command(sh, "-c", `ulimit -l 64 && exec "$0" -test.run='^TestHelperProcess$'`, bin)
-	testenv.AsUser(cmd, uid, gid)
-	out := helper(t, "locklimit", cmd)
+	out := underLockLimit(t, "locklimit")
 	if strings.Contains(out, "uid=0\n") {
 		t.Fatalf("helper ran as root: %s", out)
 	}

@@ -9,14 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/keyward/keyward/memsafe"
-	"github.com/keyward/keyward/testenv"
 )
 
 func slabKey(t *testing.T, mask []byte) *memsafe.Key {
@@ -275,12 +273,9 @@ func TestSlabRedaction(t *testing.T) {
 	}
 }
 
-// TestSlabHelper is not a test: TestSlabLockLimit runs the test binary as a subprocess with
-// MEMSAFE_SLAB_HELPER set, under a small RLIMIT_MEMLOCK.
-func TestSlabHelper(t *testing.T) {
-	if os.Getenv("MEMSAFE_SLAB_HELPER") == "" {
-		t.Skip("helper process only")
-	}
+// slabHelper runs in the subprocess TestSlabLockLimit starts (TestHelperProcess, mode "slab"), under a
+// small RLIMIT_MEMLOCK.
+func slabHelper() {
 	// The most keys CheckLockLimit accepts must fit in the slab...
 	n := 0
 	for n < 1<<12 && memsafe.CheckLockLimit(n+1, 32) == nil {
@@ -314,17 +309,7 @@ func TestSlabHelper(t *testing.T) {
 }
 
 func TestSlabLockLimit(t *testing.T) {
-	sh := testenv.Require(t, "sh")
-	bin := testenv.ExecutableCopy(t)
-	uid, gid, _ := testenv.Unprivileged(t)
-	cmd := exec.Command(sh, "-c", `ulimit -l 64 && exec "$0" -test.run='^TestSlabHelper$'`, bin)
-	testenv.AsUser(cmd, uid, gid)
-	cmd.Env = append(os.Environ(), "MEMSAFE_SLAB_HELPER=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v: %s", err, out)
-	}
-	s := string(out)
+	s := underLockLimit(t, "slab")
 	t.Logf("helper: %s", strings.TrimSpace(s))
 	if !strings.Contains(s, " fit\n") || strings.Contains(s, "check_ok=0 ") {
 		t.Fatalf("keys CheckLockLimit accepted did not fit in the slab (or none were accepted): %s", s)
