@@ -287,6 +287,7 @@ func (r *runner) sealRows(ctx context.Context, tx pgx.Tx, rows [][][]byte, vi in
 	}
 	r.res.Version = sealer.Version()
 	b := &pgx.Batch{}
+	update := `UPDATE ` + t.qtable + ` SET ` + t.qshadow + ` = $1 WHERE ctid = $2::text::tid` // once, not per row
 	for _, row := range rows {
 		canon, err := coltype.Canonical(t.declared, coltype.BinaryFormat, row[vi], nil)
 		if err != nil {
@@ -301,7 +302,7 @@ func (r *runner) sealRows(ctx context.Context, tx pgx.Tx, rows [][][]byte, vi in
 				return 0, err
 			}
 		}
-		b.Queue(`UPDATE `+t.qtable+` SET `+t.qshadow+` = $1 WHERE ctid = $2::text::tid`, env, string(row[0]))
+		b.Queue(update, env, string(row[0]))
 	}
 	if err := sendExact(ctx, tx, b); err != nil {
 		return 0, err

@@ -169,7 +169,7 @@ func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string
 				if err := r.same(ctx, env, plain); err != nil {
 					return err
 				}
-				b.Queue(`UPDATE `+t.qtable+` SET `+t.qcol+` = $1 WHERE ctid = $2::text::tid`, env, string(row[0]))
+				b.Queue(update, env, string(row[0]))
 			}
 			if err := sendExact(ctx, tx, b); err != nil {
 				return err
