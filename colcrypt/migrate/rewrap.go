@@ -153,6 +153,7 @@ func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string
 				return fmt.Errorf("migrate: key of %s rotated during rewrap (v%d -> v%d); run rewrap again", t.name(), r.res.Version, sealer.Version())
 			}
 			b := &pgx.Batch{}
+			update := `UPDATE ` + t.qtable + ` SET ` + t.qcol + ` = $1 WHERE ctid = $2::text::tid` // once, not per row
 			vi := 1 + len(t.pk)
 			for _, row := range rows {
 				plain, err := r.o.Keys.Open(ctx, r.o.Identity, t.ck, row[vi], nil)
