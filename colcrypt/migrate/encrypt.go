@@ -32,37 +32,22 @@ const (
 // documentation for the phases and what each guarantees. It is safe to call again after a kill, a
 // cancellation or an error: it resumes.
 func EncryptColumn(ctx context.Context, o Options) (*Result, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
 	start := time.Now()
-	t, err := resolve(ctx, o.Conn, o.Column)
-	if err != nil {
-		return nil, err
-	}
-	if err := t.requirePK(); err != nil {
-		return nil, err
-	}
-	for _, p := range t.pk {
-		if p.name == t.col {
-			return nil, fmt.Errorf("%w: %s is part of the primary key", ErrUnsupported, t.name())
+	t, unlock, err := begin(ctx, &o, func(t *target) error {
+		for _, p := range t.pk {
+			if p.name == t.col {
+				return fmt.Errorf("%w: %s is part of the primary key", ErrUnsupported, t.name())
+			}
 		}
-	}
-	if len(t.col)+len("__kw") > 63 {
-		return nil, fmt.Errorf("%w: column name %q too long for a shadow column (63 bytes)", ErrUnsupported, t.col)
-	}
-	if err := session(ctx, o.Conn); err != nil {
-		return nil, err
-	}
-	unlock, err := t.lock(ctx, o.Conn)
+		if len(t.shadowName()) > 63 {
+			return fmt.Errorf("%w: column name %q too long for a shadow column (63 bytes)", ErrUnsupported, t.col)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Again under the lock: a run that held it until a moment ago may have swapped the column.
-	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
-		return nil, err
-	}
 
 	res := &Result{Column: t.name()}
 	p, err := t.readProgress(ctx, o.Conn, kindEncrypt)
@@ -114,6 +99,36 @@ func EncryptColumn(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// begin is how EncryptColumn and Rewrap start: it applies the defaults, resolves the column,
+// requires a primary key after check (the command's own refusals), sets the session up and takes
+// the column's advisory lock, then resolves the column again under the lock (a run that held it
+// until a moment ago may have swapped the column). The caller must call unlock.
+func begin(ctx context.Context, o *Options, check func(*target) error) (t *target, unlock func(), err error) {
+	if err := o.defaults(); err != nil {
+		return nil, nil, err
+	}
+	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
+		return nil, nil, err
+	}
+	if err := check(t); err != nil {
+		return nil, nil, err
+	}
+	if err := t.requirePK(); err != nil {
+		return nil, nil, err
+	}
+	if err := session(ctx, o.Conn); err != nil {
+		return nil, nil, err
+	}
+	if unlock, err = t.lock(ctx, o.Conn); err != nil {
+		return nil, nil, err
+	}
+	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return t, unlock, nil
 }
 
 // session sets what every migration connection relies on.

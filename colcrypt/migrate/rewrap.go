@@ -20,32 +20,17 @@ import (
 // final check (0 unless others wrote old-version values meanwhile); a value that does not open
 // stops the run with an error wrapping envelope.ErrOpen.
 func Rewrap(ctx context.Context, o Options) (*Result, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
 	start := time.Now()
-	t, err := resolve(ctx, o.Conn, o.Column)
-	if err != nil {
-		return nil, err
-	}
-	if t.colType != "bytea" {
-		return nil, fmt.Errorf("%w: %s is %s (encrypt-column converts a plaintext column first)", ErrNotBytea, t.name(), t.colType)
-	}
-	if err := t.requirePK(); err != nil {
-		return nil, err
-	}
-	if err := session(ctx, o.Conn); err != nil {
-		return nil, err
-	}
-	unlock, err := t.lock(ctx, o.Conn)
+	t, unlock, err := begin(ctx, &o, func(t *target) error {
+		if t.colType != "bytea" {
+			return fmt.Errorf("%w: %s is %s (encrypt-column converts a plaintext column first)", ErrNotBytea, t.name(), t.colType)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Again under the lock: a run that held it until a moment ago may have swapped the column.
-	if t, err = resolve(ctx, o.Conn, o.Column); err != nil {
-		return nil, err
-	}
 
 	res := &Result{Column: t.name()}
 	sealer, err := o.Keys.Sealer(ctx, o.Identity, t.ck)
