@@ -68,8 +68,7 @@ func Rewrap(ctx context.Context, o Options) (*Result, error) {
 
 	r := &runner{o: o, t: t, res: res, pace: pacer{rate: o.Rate, start: time.Now()}}
 	hexHeader := `\x` + hex.EncodeToString(header)
-	old := `substr(` + t.qcol + `, 1, 12) <> $%d::bytea`
-	if err := o.Conn.QueryRow(ctx, `SELECT count(*) FROM `+t.qtable+` WHERE `+t.qcol+` IS NOT NULL AND `+fmt.Sprintf(old, 1), hexHeader).Scan(&r.total); err != nil {
+	if err := o.Conn.QueryRow(ctx, `SELECT count(*) FROM `+t.qtable+` WHERE `+t.qcol+` IS NOT NULL AND `+t.notAtHeader(1), hexHeader).Scan(&r.total); err != nil {
 		return nil, fmt.Errorf("migrate: count old values: %w", err)
 	}
 	r.report(PhaseRewrap, 0, r.total)
@@ -105,6 +104,11 @@ func targetHeader(col colkeys.Column, version uint32) ([]byte, error) {
 	return envelope.Header{Alg: alg, KeyVersion: version, Fingerprint: envelope.Fingerprint(col.Scope)}.AppendBinary(nil)
 }
 
+// notAtHeader is the predicate "the value's header is not parameter $n" (a bytea in hex text form).
+func (t *target) notAtHeader(n int) string {
+	return fmt.Sprintf(`substr(%s, 1, %d) <> $%d::bytea`, t.qcol, envelope.HeaderSize, n)
+}
+
 // rewrapPass walks the table once in key order from last (nil: the start).
 func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string, header []byte) (int64, error) {
 	t := r.t
@@ -119,7 +123,7 @@ func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string
 				where = after + " AND "
 			}
 			sql := `SELECT ctid::text, ` + keyText + `, ` + t.qcol + ` FROM ` + t.qtable + ` WHERE ` + where + t.qcol + ` IS NOT NULL AND ` +
-				fmt.Sprintf(`substr(`+t.qcol+`, 1, 12) <> $%d::bytea`, len(params)) + ` ORDER BY ` + order +
+				t.notAtHeader(len(params)) + ` ORDER BY ` + order +
 				fmt.Sprintf(` LIMIT %d FOR UPDATE SKIP LOCKED`, r.o.BatchSize)
 			rows, err := rawQuery(ctx, tx, sql, params, textFormats(1+len(t.pk), 1))
 			if err != nil {
