@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -587,9 +586,7 @@ func (ls *loopSession) finish() {
 		writeAll(ls.server.fd, toServer)
 	case endClientGone, endBadFrontend, endKilled:
 		if ls.why != endKilled {
-			if !ss.idle() && ss.key != nil {
-				s.forwardCancel(context.Background(), ss.key.pid, ss.key.secret)
-			}
+			ss.cancelIfBusy()
 			writeAll(ls.server.fd, toServer, terminateMsg)
 		}
 		if ls.why == endBadFrontend {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keyward/keyward/colcrypt/pgwire"
 )
 
@@ -39,9 +41,7 @@ func (ss *session) relay() error {
 	default:
 		// The client vanished or misbehaved: make sure the backend does not keep running its query for
 		// nobody (a cancel interrupts it now; Terminate then ends it).
-		if !ss.idle() && ss.key != nil {
-			ss.srv.forwardCancel(context.Background(), ss.key.pid, ss.key.secret)
-		}
+		ss.cancelIfBusy()
 		ss.sw.Write(terminateMsg)
 		ss.sw.Flush()
 		ss.wake()
@@ -94,6 +94,13 @@ func (ss *session) idleExpired() bool {
 	return t > 0 && ss.idle() && time.Since(time.Unix(0, ss.idleSince.Load())) >= t
 }
 
+// cancelIfBusy cancels the backend's running query, if any: the client it was running for is gone.
+func (ss *session) cancelIfBusy() {
+	if !ss.idle() && ss.key != nil {
+		ss.srv.forwardCancel(context.Background(), ss.key.pid, ss.key.secret)
+	}
+}
+
 // readyForQuery records a ReadyForQuery (its body is the transaction status byte).
 func (ss *session) readyForQuery(body []byte) {
 	if len(body) > 0 {
@@ -104,24 +111,14 @@ func (ss *session) readyForQuery(body []byte) {
 }
 
 func (ss *session) frontendLoop() error {
-	m := ss.srv.metrics
-	var msgs int
-	var read int64
-	publish := func() {
-		if msgs > 0 {
-			m.msgsIn.Add(float64(msgs))
-			b := ss.cr.BytesRead()
-			m.bytesIn.Add(float64(b - read))
-			read, msgs = b, 0
-		}
-	}
-	defer publish()
+	c := counts{msgs: ss.srv.metrics.msgsIn, bytes: ss.srv.metrics.bytesIn, r: ss.cr}
+	defer c.publish()
 	for {
 		if !ss.cr.Pending() {
 			if err := ss.sw.Flush(); err != nil {
 				return errEnding // the backend pump reports the lost server
 			}
-			publish()
+			c.publish()
 		}
 		msg, err := ss.cr.Next()
 		if err != nil {
@@ -137,7 +134,7 @@ func (ss *session) frontendLoop() error {
 			}
 			return errors.Join(errClientGone, err)
 		}
-		msgs++
+		c.n++
 		switch msg.Type {
 		case 'X':
 			ss.ending.Store(true) // the server closing now is expected, not an error to report
@@ -160,17 +157,8 @@ func (ss *session) frontendLoop() error {
 func (ss *session) backendLoop() error {
 	s := ss.srv
 	m := s.metrics
-	var msgs int
-	var read int64
-	publish := func() {
-		if msgs > 0 {
-			m.msgsOut.Add(float64(msgs))
-			b := ss.sr.BytesRead()
-			m.bytesOut.Add(float64(b - read))
-			read, msgs = b, 0
-		}
-	}
-	defer publish()
+	c := counts{msgs: m.msgsOut, bytes: m.bytesOut, r: ss.sr}
+	defer c.publish()
 	sawFatal := false // the server said why it ends the session; the client needs no second FATAL
 	// end tells the client why the session ends (if it should be told), and stops the frontend pump.
 	end := func(err error, fatal []byte) error {
@@ -187,7 +175,7 @@ func (ss *session) backendLoop() error {
 			if err := ss.cw.Flush(); err != nil {
 				return end(errClientGone, nil)
 			}
-			publish()
+			c.publish()
 		}
 		msg, err := ss.sr.Next()
 		if err != nil {
@@ -210,7 +198,7 @@ func (ss *session) backendLoop() error {
 			m.errors.WithLabelValues("upstream_lost").Inc()
 			return end(errors.Join(errUpstreamGone, err), fatalUpstreamLost)
 		}
-		msgs++
+		c.n++
 		if msg.Type == 'E' && isFatal(msg.Body()) {
 			sawFatal = true
 		}
@@ -225,6 +213,23 @@ func (ss *session) backendLoop() error {
 		if msg.Type == 'Z' && ss.drainable() {
 			return end(errShutdown, fatalShutdown)
 		}
+	}
+}
+
+// counts publishes one direction's messages and bytes to its counters once per flush, not per message.
+type counts struct {
+	msgs, bytes prometheus.Counter
+	r           *pgwire.Reader
+	n           int   // messages since the last publish
+	read        int64 // r.BytesRead() at the last publish
+}
+
+func (c *counts) publish() {
+	if c.n > 0 {
+		b := c.r.BytesRead()
+		c.msgs.Add(float64(c.n))
+		c.bytes.Add(float64(b - c.read))
+		c.read, c.n = b, 0
 	}
 }
 
