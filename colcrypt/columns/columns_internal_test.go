@@ -1,6 +1,10 @@
 package columns
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/keyward/keyward/colcrypt/analyze"
+)
 
 func TestContainsFold(t *testing.T) {
 	for _, c := range []struct {
@@ -31,7 +35,7 @@ func FuzzCopyText(f *testing.F) {
 		line := escapeText(nil, []byte(a), '\t')
 		line = append(line, '\t')
 		line = escapeText(line, []byte(b), '\t')
-		if end := rowEnd(append(line, '\n'), false, "", ""); end != len(line) {
+		if end := rowEnd(append(line, '\n'), false, 0, 0); end != len(line) {
 			t.Fatalf("row end at %d, want %d", end, len(line))
 		}
 		fields := splitText(line, '\t')
@@ -56,7 +60,7 @@ func FuzzCopyCSV(f *testing.F) {
 		}
 		q = append(q, '"')
 		line := append(append([]byte("x,"), q...), ",y"...)
-		if end := rowEnd(append(line, '\n'), true, `"`, `"`); end != len(line) {
+		if end := rowEnd(append(line, '\n'), true, '"', '"'); end != len(line) {
 			t.Fatalf("row end at %d, want %d", end, len(line))
 		}
 		fields := splitCSV(line, ',', '"', '"')
@@ -68,4 +72,27 @@ func FuzzCopyCSV(f *testing.F) {
 			t.Fatalf("%q -> %q", v, got)
 		}
 	})
+}
+
+// TestRowEndCSV: rows end where PostgreSQL's csv reader ends them, with the escape defaulting to the
+// quote (QUOTE set, ESCAPE not).
+func TestRowEndCSV(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cp   analyze.Copy
+		in   string
+		want int
+	}{
+		{"default quote", analyze.Copy{Format: "csv"}, "1,\"a\nb\"\"\"\n2\n", 9},
+		{"quote set, escape not", analyze.Copy{Format: "csv", Quote: "'"}, "1,'a\"'\n2,'b'\n", 6},
+		{"quote and escape set", analyze.Copy{Format: "csv", Quote: "'", Escape: "\\"}, "1,'a\\'\n'\n2\n", 8},
+		{"incomplete", analyze.Copy{Format: "csv"}, "1,\"a\n", -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			q, e := csvChars(&c.cp)
+			if got := rowEnd([]byte(c.in), true, q, e); got != c.want {
+				t.Fatalf("rowEnd(%q) = %d, want %d", c.in, got, c.want)
+			}
+		})
+	}
 }

@@ -112,8 +112,9 @@ func (ss *session) copyIn(m *proxy.FrontendMessage) proxy.Verdict {
 // a row when final).
 func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []byte, err error) {
 	csv := st.cp.Format == "csv"
+	q, e := csvChars(st.cp)
 	for len(in) > 0 {
-		end := rowEnd(in, csv, st.cp.Quote, st.cp.Escape)
+		end := rowEnd(in, csv, q, e)
 		var line []byte
 		var eol []byte
 		switch {
@@ -150,17 +151,11 @@ func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []b
 	return out, nil, nil
 }
 
-// rowEnd finds the newline that ends the first row of b (-1: not there yet).
-func rowEnd(b []byte, csv bool, quote, escape string) int {
+// rowEnd finds the newline that ends the first row of b (-1: not there yet); q and e are the csv
+// quote and escape as csvChars gives them.
+func rowEnd(b []byte, csv bool, q, e byte) int {
 	if !csv {
 		return scanText(b, '\n')
-	}
-	q, e := byte('"'), byte('"')
-	if quote != "" {
-		q = quote[0]
-	}
-	if escape != "" {
-		e = escape[0]
 	}
 	return scanCSV(b, '\n', q, e)
 }
