@@ -131,26 +131,15 @@ func dribble(c net.Conn, b []byte) {
 	}
 }
 
-func encode(msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
-	var b []byte
-	for _, m := range msgs {
-		var err error
-		if b, err = m.Encode(b); err != nil {
-			panic(err)
-		}
-	}
-	return b
-}
-
 func TestLoopRelaysByteByByte(t *testing.T) {
 	s := newLoopServer(t, Config{})
 	// pipelined bytes the client sent right after authentication, still in the proxy's reader
-	early := encode(&pgproto3.Query{String: "SELECT 0"})
+	early := enc(&pgproto3.Query{String: "SELECT 0"})
 	p := startLoopSession(t, s, early, nil)
 	if got := readN(t, p.server, len(early)); !bytes.Equal(got, early) {
 		t.Fatalf("buffered bytes relayed as %q", got)
 	}
-	front := encode(&pgproto3.Parse{Query: "SELECT $1"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("x")}},
+	front := enc(&pgproto3.Parse{Query: "SELECT $1"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("x")}},
 		&pgproto3.Execute{}, &pgproto3.Sync{}, &pgproto3.Query{String: "BEGIN"})
 	go dribble(p.client, front)
 	if got := readN(t, p.server, len(front)); !bytes.Equal(got, front) {
@@ -159,7 +148,7 @@ func TestLoopRelaysByteByByte(t *testing.T) {
 	if sent := p.ss.sent.Load(); sent != 3 {
 		t.Fatalf("requests counted: %d, want 3 (Query, Sync, Query)", sent)
 	}
-	back := encode(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{},
+	back := enc(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{},
 		&pgproto3.DataRow{Values: [][]byte{[]byte("x")}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")},
 		&pgproto3.ReadyForQuery{TxStatus: 'I'}, &pgproto3.ReadyForQuery{TxStatus: 'I'},
 		&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
@@ -171,7 +160,7 @@ func TestLoopRelaysByteByByte(t *testing.T) {
 		t.Fatalf("idle=%v status=%q after three ReadyForQuery, want idle in 'T'", p.ss.idle(), rune(p.ss.txStatus.Load()))
 	}
 	// Terminate ends the session; nothing after it is relayed.
-	p.client.Write(append(encode(&pgproto3.Terminate{}), "junk"...))
+	p.client.Write(append(enc(&pgproto3.Terminate{}), "junk"...))
 	if got := readAll(t, p.server); !bytes.Equal(got, []byte{'X', 0, 0, 0, 4}) {
 		t.Fatalf("server got %q after Terminate", got)
 	}
@@ -194,7 +183,7 @@ func TestLoopLargeMessagesAndBackpressure(t *testing.T) {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	msg := encode(&pgproto3.CopyData{Data: big})
+	msg := enc(&pgproto3.CopyData{Data: big})
 	go p.client.Write(msg)
 	if got := readN(t, p.server, len(msg)); !bytes.Equal(got, msg) {
 		t.Fatal("large client message changed on the way")
@@ -208,18 +197,18 @@ func TestLoopLargeMessagesAndBackpressure(t *testing.T) {
 		for i := range v {
 			v[i] = byte(rng.Uint32())
 		}
-		rows.Write(encode(&pgproto3.DataRow{Values: [][]byte{v, nil}}))
+		rows.Write(enc(&pgproto3.DataRow{Values: [][]byte{v, nil}}))
 	}
-	rows.Write(encode(&pgproto3.ReadyForQuery{TxStatus: 'I'}))
+	rows.Write(enc(&pgproto3.ReadyForQuery{TxStatus: 'I'}))
 	want := sha256.Sum256(rows.Bytes())
 	go p.server.Write(rows.Bytes())
 	time.Sleep(200 * time.Millisecond) // the kernel buffers fill up; the loop must pause that flow
-	q := encode(&pgproto3.Query{String: "SELECT 1"})
+	q := enc(&pgproto3.Query{String: "SELECT 1"})
 	other.client.Write(q)
 	if got := readN(t, other.server, len(q)); !bytes.Equal(got, q) {
 		t.Fatal("other session")
 	}
-	z := encode(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	z := enc(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	other.server.Write(z)
 	if got := readN(t, other.client, len(z)); !bytes.Equal(got, z) {
 		t.Fatal("other session reply")
@@ -248,7 +237,7 @@ func TestLoopMalformedClientFraming(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newLoopServer(t, Config{MaxClientMessage: 1 << 20})
 			p := startLoopSession(t, s, nil, nil)
-			good := encode(&pgproto3.Sync{})
+			good := enc(&pgproto3.Sync{})
 			go dribble(p.client, append(append(good, tc.bad...), "more"...))
 			// the good message, then Terminate: never the malformed header
 			if got, want := readAll(t, p.server), append(good, 'X', 0, 0, 0, 4); !bytes.Equal(got, want) {
@@ -269,7 +258,7 @@ func TestLoopMalformedClientFraming(t *testing.T) {
 }
 
 func TestLoopServerGone(t *testing.T) {
-	fatal := encode(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	fatal := enc(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
 	for _, tc := range []struct {
 		name      string
 		last      []byte
@@ -277,7 +266,7 @@ func TestLoopServerGone(t *testing.T) {
 	}{
 		{"after its own FATAL", fatal, false},
 		{"without a word", nil, true},
-		{"mid-message", encode(&pgproto3.DataRow{Values: [][]byte{[]byte("abc")}})[:7], true},
+		{"mid-message", enc(&pgproto3.DataRow{Values: [][]byte{[]byte("abc")}})[:7], true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newLoopServer(t, Config{})
@@ -305,11 +294,11 @@ func TestLoopDrainAndIdleTimeout(t *testing.T) {
 	idle := startLoopSession(t, s, nil, nil)
 	busy := startLoopSession(t, s, nil, nil)
 	inTx := startLoopSession(t, s, nil, nil)
-	busy.client.Write(encode(&pgproto3.Query{String: "SELECT pg_sleep(1)"}))
+	busy.client.Write(enc(&pgproto3.Query{String: "SELECT pg_sleep(1)"}))
 	readN(t, busy.server, 24)
-	inTx.client.Write(encode(&pgproto3.Query{String: "BEGIN"}))
+	inTx.client.Write(enc(&pgproto3.Query{String: "BEGIN"}))
 	readN(t, inTx.server, 11)
-	inTx.server.Write(encode(&pgproto3.ReadyForQuery{TxStatus: 'T'}))
+	inTx.server.Write(enc(&pgproto3.ReadyForQuery{TxStatus: 'T'}))
 	readN(t, inTx.client, 6)
 
 	s.draining.Store(true)
@@ -324,7 +313,7 @@ func TestLoopDrainAndIdleTimeout(t *testing.T) {
 	}
 	idle.wait(t)
 	// the busy session ends right after its ReadyForQuery, which it gets first
-	z := encode(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	z := enc(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	busy.server.Write(z)
 	got := readAll(t, busy.client)
 	if !bytes.HasPrefix(got, z) || !bytes.Contains(got, []byte("C57P01")) {
@@ -356,8 +345,8 @@ func TestLoopDrainAndIdleTimeout(t *testing.T) {
 // reads anywhere, the loop forwards exactly the messages pgwire frames (and not the bytes of a
 // malformed header), and counts the same requests.
 func FuzzLoopScan(f *testing.F) {
-	f.Add(encode(&pgproto3.Query{String: "SELECT 1"}, &pgproto3.Sync{}, &pgproto3.Terminate{}), uint64(1))
-	f.Add(append(encode(&pgproto3.CopyData{Data: make([]byte, 300)}), 'Q', 0, 0, 0, 2), uint64(7))
+	f.Add(enc(&pgproto3.Query{String: "SELECT 1"}, &pgproto3.Sync{}, &pgproto3.Terminate{}), uint64(1))
+	f.Add(append(enc(&pgproto3.CopyData{Data: make([]byte, 300)}), 'Q', 0, 0, 0, 2), uint64(7))
 	f.Add([]byte{'Q', 0, 0}, uint64(3))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
 		const maxLen = 1 << 12
