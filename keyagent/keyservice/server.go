@@ -318,28 +318,34 @@ func (s *Server) deny(ev audit.Event, code wire.Code, reason string) wire.Messag
 
 // fail maps a backend error to the wire code and audits it.
 func (s *Server) fail(ev audit.Event, err error) wire.Message {
-	code := wire.CodeInternal
-	switch {
-	case errors.Is(err, backend.ErrNotFound):
-		code = wire.CodeNotFound
-	case errors.Is(err, backend.ErrDisabled):
-		code = wire.CodeDenied
-	case errors.Is(err, backend.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		code = wire.CodeUnavailable
-	case errors.Is(err, backend.ErrBadInput), errors.Is(err, backend.ErrUnsupported):
-		code = wire.CodeBadRequest
-	}
+	resp := wire.ErrorFrom(WireError(err))
 	ev.Decision, ev.Reason = audit.Error, err.Error()
-	if code == wire.CodeDenied {
+	if resp.Code == wire.CodeDenied {
 		ev.Decision = audit.Deny
 	}
 	s.record(ev)
-	msg := err.Error()
-	if code == wire.CodeInternal {
+	if resp.Code == wire.CodeInternal {
 		s.log.Error("backend error", "scope", ev.Scope, "op", ev.Op, "err", err)
-		msg = "internal error"
 	}
-	return &wire.ErrorResponse{Code: code, Message: msg}
+	return resp
+}
+
+// WireError gives a backend error the wire sentinel (wire.ErrNotFound, ...) that the agent and its
+// clients branch on, wrapping err's text; an error it does not classify is returned unchanged (it
+// travels as an internal error). The key service and the agent's embedded upstream share it, so a
+// backend failure means the same thing in both setups.
+func WireError(err error) error {
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return fmt.Errorf("%w: %v", wire.ErrNotFound, err)
+	case errors.Is(err, backend.ErrDisabled):
+		return fmt.Errorf("%w: %v", wire.ErrDenied, err)
+	case errors.Is(err, backend.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: %v", wire.ErrUnavailable, err)
+	case errors.Is(err, backend.ErrBadInput), errors.Is(err, backend.ErrUnsupported):
+		return fmt.Errorf("%w: %v", wire.ErrBadRequest, err)
+	}
+	return err
 }
 
 // allow audits an allowed request. An audit write failure turns it into an error: an unaudited key

@@ -2,8 +2,6 @@ package upstream
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/keyward/keyward/keyagent/backend"
 	"github.com/keyward/keyward/keyagent/keyservice"
@@ -24,7 +22,7 @@ var _ Upstream = (*Embedded)(nil)
 func (e *Embedded) Key(ctx context.Context, req KeyRequest) (*memsafe.Key, uint32, error) {
 	k, v, err := e.B.Derive(ctx, req.Scope, int(req.Version), req.Bits, req.Op == wire.OpEncrypt)
 	if err != nil {
-		return nil, 0, mapBackendErr(err)
+		return nil, 0, keyservice.WireError(err)
 	}
 	return k, uint32(v), nil
 }
@@ -33,7 +31,7 @@ func (e *Embedded) Key(ctx context.Context, req KeyRequest) (*memsafe.Key, uint3
 func (e *Embedded) Encrypt(ctx context.Context, req *wire.HSMEncryptRequest) (*wire.HSMEncryptResponse, error) {
 	ct, v, err := e.B.Encrypt(ctx, scope.Keyring(req.Scope), int(req.Version), req.Plaintext, keyservice.HSMAAD(req.Scope, req.AAD))
 	if err != nil {
-		return nil, mapBackendErr(err)
+		return nil, keyservice.WireError(err)
 	}
 	return &wire.HSMEncryptResponse{Version: uint32(v), Ciphertext: ct}, nil
 }
@@ -42,7 +40,7 @@ func (e *Embedded) Encrypt(ctx context.Context, req *wire.HSMEncryptRequest) (*w
 func (e *Embedded) Decrypt(ctx context.Context, req *wire.HSMDecryptRequest) (*wire.HSMDecryptResponse, error) {
 	pt, err := e.B.Decrypt(ctx, scope.Keyring(req.Scope), int(req.Version), req.Ciphertext, keyservice.HSMAAD(req.Scope, req.AAD))
 	if err != nil {
-		return nil, mapBackendErr(err)
+		return nil, keyservice.WireError(err)
 	}
 	return &wire.HSMDecryptResponse{Plaintext: pt}, nil
 }
@@ -57,18 +55,3 @@ func (e *Embedded) Health() []wire.StatusField {
 
 // Close closes the backend.
 func (e *Embedded) Close() error { return e.B.Close() }
-
-// mapBackendErr gives backend errors the wire sentinels the agent and its clients branch on.
-func mapBackendErr(err error) error {
-	switch {
-	case errors.Is(err, backend.ErrNotFound):
-		return fmt.Errorf("%w: %v", wire.ErrNotFound, err)
-	case errors.Is(err, backend.ErrDisabled):
-		return fmt.Errorf("%w: %v", wire.ErrDenied, err)
-	case errors.Is(err, backend.ErrUnavailable):
-		return fmt.Errorf("%w: %v", wire.ErrUnavailable, err)
-	case errors.Is(err, backend.ErrBadInput), errors.Is(err, backend.ErrUnsupported):
-		return fmt.Errorf("%w: %v", wire.ErrBadRequest, err)
-	}
-	return err
-}
