@@ -354,11 +354,12 @@ func (s *Server) allow(ev audit.Event, start time.Time) error {
 	ev.Decision = audit.Allow
 	ev.DurationUS = time.Since(start).Microseconds()
 	ev.Service = "keyservice"
-	s.metrics.requests.WithLabelValues(ev.Op, ev.Decision).Inc()
 	if err := s.cfg.Audit.Write(ev); err != nil {
 		s.log.Error("audit write failed: refusing the request", "err", err)
+		s.metrics.requests.WithLabelValues(ev.Op, audit.Error).Inc()
 		return fmt.Errorf("%w: audit log unavailable", wire.ErrUnavailable)
 	}
+	s.metrics.requests.WithLabelValues(ev.Op, ev.Decision).Inc()
 	return nil
 }
 
