@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,31 +154,13 @@ func newImage(t testing.TB) *image {
 	t.Helper()
 	im := &image{t: t, cs: testenv.Require(t, "cryptsetup"), dir: t.TempDir()}
 	im.path = filepath.Join(im.dir, "disk.img")
-	if err := os.WriteFile(im.path, make([]byte, 8<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := im.run(recovery, "luksFormat", "--type", "luks2", "--batch-mode", "--key-file", "-",
-		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--luks2-metadata-size", "16k",
-		"--luks2-keyslots-size", "1M", im.path); err != nil {
-		t.Fatalf("luksFormat: %v\n%s", err, out)
-	}
+	luks2test.Format(t, im.cs, im.path, recovery)
 	return im
-}
-
-func (im *image) run(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(im.cs, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 // testPassphrase is `cryptsetup open --test-passphrase --key-slot N`.
 func (im *image) testPassphrase(pass string, slot int) error {
-	out, err := im.run(pass, "open", "--test-passphrase", "--key-slot", strconv.Itoa(slot), "--key-file", "-", im.path)
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	return nil
+	return luks2test.TestPassphrase(im.cs, im.path, pass, slot)
 }
 
 func (im *image) clone(t testing.TB) *image {

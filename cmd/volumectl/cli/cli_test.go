@@ -12,13 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/testenv"
 	"github.com/keyward/keyward/volume/luks2"
+	"github.com/keyward/keyward/volume/luks2/luks2test"
 )
 
 const policyTmpl = `version: 1
@@ -67,22 +67,8 @@ func newFixture(t *testing.T) *fixture {
 // image makes a LUKS2 image with the real cryptsetup; keyslot 0 opens with the recovery passphrase.
 func (f *fixture) image(name string) string {
 	p := filepath.Join(f.dir, name)
-	if err := os.WriteFile(p, make([]byte, 8<<20), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-	if out, err := f.cryptsetup(recovery, "luksFormat", "--type", "luks2", "--batch-mode", "--key-file", "-",
-		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--luks2-metadata-size", "16k",
-		"--luks2-keyslots-size", "1M", p); err != nil {
-		f.t.Fatalf("luksFormat: %v\n%s", err, out)
-	}
+	luks2test.Format(f.t, f.cs, p, recovery)
 	return p
-}
-
-func (f *fixture) cryptsetup(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(f.cs, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 // volumectl runs the built binary and returns its output and exit code.
@@ -144,11 +130,7 @@ func uuid(t *testing.T, path string) string {
 }
 
 func (f *fixture) testPassphrase(path, pass string, slot int) error {
-	out, err := f.cryptsetup(pass, "open", "--test-passphrase", "--key-slot", strconv.Itoa(slot), "--key-file", "-", path)
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	return nil
+	return luks2test.TestPassphrase(f.cs, path, pass, slot)
 }
 
 // TestVolumectl runs the built binary against a real key service (software backend) and agent; the

@@ -1,5 +1,6 @@
 // Package luks2test holds test seams for code that writes LUKS2 headers: a writer that fails
-// part-way, to prove that an interrupted write leaves the volume openable.
+// part-way, to prove that an interrupted write leaves the volume openable, and the few cryptsetup
+// calls (format an image, test a passphrase) that the tests of LUKS2 users check against.
 package luks2test
 
 import (
