@@ -56,8 +56,6 @@ const (
 	uuidLen          = 129
 	maxTypeName      = 16
 
-	dmIoctlType = 0xfd
-
 	offVersion     = 0
 	offDataSize    = 12
 	offDataStart   = 16
@@ -90,14 +88,6 @@ const (
 // interfaceVersion is what we announce: major 4 is the only ioctl ABI; minor 0 asks for nothing
 // newer than the original.
 var interfaceVersion = [3]uint32{4, 0, 0}
-
-// iowr is _IOWR(type, nr, size) in the generic Linux ioctl encoding (x86, arm, riscv, s390). The
-// requests actually sent come from golang.org/x/sys/unix, which has each architecture's encoding;
-// the tests check the two agree where the generic one applies.
-func iowr(typ, nr, size uintptr) uintptr {
-	const dirRead, dirWrite = 2, 1
-	return (dirRead|dirWrite)<<30 | size<<16 | typ<<8 | nr
-}
 
 // Errors callers branch on.
 var (

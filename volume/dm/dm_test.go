@@ -60,6 +60,16 @@ func generic(cmd uintptr) uintptr {
 	return request(cmd)
 }
 
+// iowr is _IOWR(type, nr, size) in the generic Linux ioctl encoding (x86, arm, riscv, s390). The
+// requests actually sent come from golang.org/x/sys/unix, which has each architecture's encoding;
+// this independent encoding checks the two agree where the generic one applies.
+func iowr(typ, nr, size uintptr) uintptr {
+	const dirRead, dirWrite = 2, 1
+	return (dirRead|dirWrite)<<30 | size<<16 | typ<<8 | nr
+}
+
+const dmIoctlType = 0xfd
+
 func asKernel(b []byte) *unix.DmIoctl { return (*unix.DmIoctl)(unsafe.Pointer(&b[0])) }
 
 func TestHeaderEncoding(t *testing.T) {
