@@ -19,33 +19,21 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyward/keyward/colcrypt/colkeys"
+	"github.com/keyward/keyward/colcrypt/colkeys/colkeystest"
 	"github.com/keyward/keyward/colcrypt/migrate"
-	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/testenv"
 )
 
-const migratePolicy = `version: 1
-principals:
-  colcrypt: {uid: %[3]d, exe: %[1]s, act_for: ["db:*"]}
-  tester:   {uid: %[3]d, exe: %[2]s, act_for: ["db:*"]}
-roles:
-  payroll: {grants: [{scopes: ["payroll:*"], ops: [encrypt, decrypt]}]}
-members:
-  "db:keyward": [payroll]
-cache: {ttl: 1s, offline_grace: 0s, max_keys: 64}
-`
-
-// migrateStack is Postgres, a key service on SoftHSM, an agent that serves the built colcrypt
-// binary and this test binary, and a colcrypt.yaml.
+// migrateStack is Postgres, the key stack of colkeystest (a key service on SoftHSM and an agent
+// that also serves the built colcrypt binary), and a colcrypt.yaml.
 type migrateStack struct {
 	pg     *testenv.PG
-	ks     *testenv.KeyService
+	ks     *colkeystest.Stack
 	keys   *colkeys.Keys
 	bin    string
 	config string
 	dir    string
 	conn   *pgx.Conn
-	socket string
 	pwfile string
 }
 
@@ -55,26 +43,15 @@ func startMigrateStack(t *testing.T) *migrateStack {
 	s.pg = testenv.Postgres(t)
 	s.bin = testenv.Binary(t, "colcrypt")
 	bin, _ := filepath.EvalSymlinks(s.bin)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, _ = filepath.EvalSymlinks(self)
-	s.ks = testenv.StartKeyService(t, testenv.KeyServiceOptions{Keyrings: []string{"payroll"}})
-	agent := testenv.StartAgent(t, testenv.AgentOptions{
-		Policy:      fmt.Sprintf(migratePolicy, bin, self, os.Getuid()),
-		KeyServices: []*testenv.KeyService{s.ks},
-	})
-	ac := client.New(agent.Socket)
-	t.Cleanup(func() { ac.Close() })
-	s.keys = colkeys.New(colkeys.Config{Agent: ac, TTL: 200 * time.Millisecond})
+	s.ks = colkeystest.Start(t, bin)
+	s.keys = colkeys.New(colkeys.Config{Agent: s.ks.Client, TTL: 200 * time.Millisecond})
 	t.Cleanup(s.keys.Close)
-	s.socket = agent.Socket
 	s.pwfile = filepath.Join(s.dir, "pgpassword")
 	if err := os.WriteFile(s.pwfile, []byte(s.pg.Password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.config, _ = s.writeConfig(t, ssnColumn)
+	var err error
 	s.conn, err = pgx.Connect(context.Background(), s.pg.UserDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +75,7 @@ upstream: {host: 127.0.0.1, port: %d, tls: disable}
 agent: {socket: %s}
 catalog: {database: %s, user: %s, password_file: %s}
 log: {level: debug}
-`, port, s.pg.Port, s.socket, s.pg.Database, s.pg.User, s.pwfile)
+`, port, s.pg.Port, s.ks.Agent.Socket, s.pg.Database, s.pg.User, s.pwfile)
 	if columns != "" {
 		y += "columns:\n" + columns
 	}
@@ -328,9 +305,7 @@ func TestMigrationBinary(t *testing.T) {
 
 	step("encrypted, read through the proxy")
 	// 4. Rewrap after a rotation.
-	if out, err := s.ks.Run("keyring", "rotate", "payroll"); err != nil {
-		t.Fatalf("rotate: %v\n%s", err, out)
-	}
+	s.ks.Rotate(t, "payroll")
 	deadline = time.Now().Add(15 * time.Second)
 	for {
 		s.keys.Forget()
