@@ -135,7 +135,7 @@ type conn struct {
 	holder   p11.SessionHandle
 	rings    map[string]backend.Keyring
 	loadedAt time.Time
-	copies   map[string]keyHandle // "ring/n" -> session copy (or token object if copying failed)
+	copies   map[ringVersion]keyHandle // session copy (or token object if copying failed) per version
 	// copyRefused is why the module refused a session copy (nil if it never did). SoftHSM 2.6 refuses
 	// any C_CopyObject template on a CKA_MODIFIABLE=false object (CKR_ATTRIBUTE_READ_ONLY), so there the
 	// token objects themselves are used: correct, about 3.5x slower per C_Sign than a session object.
@@ -226,7 +226,7 @@ func (b *Backend) connect() (*conn, error) {
 		return nil, fmt.Errorf("pkcs11: token %q not found in %s (tokens present: %s): %w",
 			b.cfg.TokenLabel, b.cfg.Module, strings.Join(labels, ", "), backend.ErrNotFound)
 	}
-	c := &conn{ctx: ctx, slot: slot, pool: make(chan p11.SessionHandle, b.cfg.PoolSize), copies: map[string]keyHandle{}, log: b.log}
+	c := &conn{ctx: ctx, slot: slot, pool: make(chan p11.SessionHandle, b.cfg.PoolSize), copies: map[ringVersion]keyHandle{}, log: b.log}
 	open := func() (p11.SessionHandle, error) {
 		return ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 	}
@@ -441,9 +441,7 @@ func (c *conn) reloadLocked() error {
 	}
 	// Drop session copies of versions that are gone or destroyed.
 	for key, kh := range c.copies {
-		ring, ns, _ := strings.Cut(key, "/")
-		n, _ := strconv.Atoi(ns)
-		if v, ok := rings[ring].Version(n); !ok || v.State == backend.StateDestroyed {
+		if v, ok := rings[key.ring].Version(key.n); !ok || v.State == backend.StateDestroyed {
 			if kh.session { // never a token object: that is SetState's job alone
 				_ = c.ctx.DestroyObject(c.holder, kh.h)
 			}
@@ -456,7 +454,7 @@ func (c *conn) reloadLocked() error {
 
 // handleLocked returns the session copy of ring version n, making it on first use.
 func (c *conn) handleLocked(ring string, n int) (p11.ObjectHandle, error) {
-	key := ring + "/" + strconv.Itoa(n)
+	key := ringVersion{ring, n}
 	if kh, ok := c.copies[key]; ok {
 		return kh.h, nil
 	}
@@ -485,6 +483,13 @@ func (c *conn) handleLocked(ring string, n int) (p11.ObjectHandle, error) {
 	}
 	c.copies[key] = keyHandle{h: h, session: true}
 	return h, nil
+}
+
+// ringVersion names a keyring version in the session-copy map (a struct, not a "ring/n" string, so
+// that the per-request lookup builds nothing).
+type ringVersion struct {
+	ring string
+	n    int
 }
 
 // keyHandle is the object used for a keyring version: a session copy, or the token object itself.
