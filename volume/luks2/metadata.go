@@ -2,10 +2,10 @@ package luks2
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 
 	"github.com/keyward/keyward/volume/luks2/internal/sectorcipher"
@@ -251,8 +251,6 @@ func parseMetadata(js []byte, hdrSize uint64) (*Metadata, error) {
 	areaStart, areaEnd := 2*hdrSize, 2*hdrSize+ksSize
 
 	// keyslots
-	type span struct{ off, end uint64 }
-	var spans []span
 	for k, raw := range jm.Keyslots {
 		id, ok := parseID(k, maxKeyslots)
 		if !ok {
@@ -281,7 +279,6 @@ func parseMetadata(js []byte, hdrSize uint64) (*Metadata, error) {
 				return nil, bad(field+".area", "[%d,+%d) outside the keyslots area [%d,%d)",
 					ks.Area.Offset, ks.Area.Size, areaStart, areaEnd)
 			}
-			spans = append(spans, span{ks.Area.Offset, ks.Area.Offset + ks.Area.Size})
 		}
 		if jk.Type == "luks2" {
 			if err := checkLUKS2Keyslot(field, &jk, &ks); err != nil {
@@ -290,7 +287,7 @@ func parseMetadata(js []byte, hdrSize uint64) (*Metadata, error) {
 		}
 		m.Keyslots[id] = ks
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
+	spans := areaSpans(m.Keyslots)
 	for i := 1; i < len(spans); i++ {
 		if spans[i].off < spans[i-1].end {
 			return nil, bad("keyslots", "keyslot areas overlap at %d", spans[i].off)
@@ -487,6 +484,21 @@ func checkLUKS2Keyslot(field string, jk *jsonKeyslot, ks *Keyslot) error {
 		return bad(".area.offset", "%d is not sector aligned", ks.Area.Offset)
 	}
 	return nil
+}
+
+// span is a byte range [off, end) of the device.
+type span struct{ off, end uint64 }
+
+// areaSpans returns the non-empty keyslot areas, sorted by offset.
+func areaSpans(keyslots map[int]Keyslot) []span {
+	var spans []span
+	for _, ks := range keyslots {
+		if ks.Area.Size > 0 {
+			spans = append(spans, span{ks.Area.Offset, ks.Area.Offset + ks.Area.Size})
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.off, b.off) })
+	return spans
 }
 
 func roundUp(n, to uint64) uint64 { return (n + to - 1) / to * to }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 
 	"github.com/keyward/keyward/memsafe"
@@ -284,16 +283,8 @@ func kdfJSON(k KDF) map[string]any {
 func (v *Volume) freeArea(size uint64) (uint64, error) {
 	start := 2 * v.hdr.HdrSize
 	end := start + v.meta.Config.KeyslotsSize
-	type span struct{ off, end uint64 }
-	var used []span
-	for _, ks := range v.meta.Keyslots {
-		if ks.Area.Size > 0 {
-			used = append(used, span{ks.Area.Offset, ks.Area.Offset + ks.Area.Size})
-		}
-	}
-	sort.Slice(used, func(i, j int) bool { return used[i].off < used[j].off })
 	off := roundUp(start, areaAlign)
-	for _, u := range used {
+	for _, u := range areaSpans(v.meta.Keyslots) {
 		if off+size <= u.off {
 			break
 		}
