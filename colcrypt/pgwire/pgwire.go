@@ -135,21 +135,33 @@ func (r *Reader) Next() (Message, error) {
 	if err := r.need(5); err != nil {
 		return Message{}, err
 	}
-	typ := r.buf[r.start]
-	l := int64(binary.BigEndian.Uint32(r.buf[r.start+1:]))
-	if l < 4 {
-		return Message{}, &ParseError{Type: typ, Length: l, Err: errBadLength}
+	typ, l, err := Header(r.buf[r.start:], r.max)
+	if err != nil {
+		return Message{}, err
 	}
-	if l > int64(r.max) {
-		return Message{}, &ParseError{Type: typ, Length: l, Err: ErrMessageTooLarge}
-	}
-	total := int(l) + 1
+	total := l + 1
 	if err := r.need(total); err != nil {
 		return Message{}, err
 	}
 	m := Message{Type: typ, Raw: r.buf[r.start : r.start+total : r.start+total]}
 	r.start += total
 	return m, nil
+}
+
+// Header decodes the 5-byte header at the start of b (at least 5 bytes): the type byte and the length
+// word, which counts itself and the body but not the type. A length below 4 or above max is a
+// *ParseError. Reader.Next checks every message with it; a caller framing a stream itself (the
+// proxy's event loop) uses it to apply the same rules.
+func Header(b []byte, max int) (typ byte, length int, err error) {
+	typ = b[0]
+	l := int64(binary.BigEndian.Uint32(b[1:5]))
+	switch {
+	case l < 4:
+		return typ, 0, &ParseError{Type: typ, Length: l, Err: errBadLength}
+	case l > int64(max):
+		return typ, 0, &ParseError{Type: typ, Length: l, Err: ErrMessageTooLarge}
+	}
+	return typ, int(l), nil
 }
 
 // ReadStartup returns the next startup-phase packet (length-prefixed, no type byte), including its

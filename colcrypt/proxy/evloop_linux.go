@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -134,15 +133,15 @@ type loopEnd struct {
 // flow is one direction of a session: buf[w:s] is framed and waits to be written to the peer;
 // buf[s:r] is the start of a message header not yet complete (at most 4 bytes).
 type flow struct {
-	buf     []byte
-	w, s, r int
-	left    int  // bytes of the current message's body not yet passed
-	typ     byte // type of the current message
-	head    [64]byte
-	nhead   int   // bytes of the current body kept in head (enough for a severity or a status byte)
-	n       int64 // bytes read from the socket
-	maxLen  int   // largest message length accepted
-	parseEr error // the malformed header that stopped the flow
+	buf      []byte
+	w, s, r  int
+	left     int  // bytes of the current message's body not yet passed
+	typ      byte // type of the current message
+	head     [64]byte
+	nhead    int   // bytes of the current body kept in head (enough for a severity or a status byte)
+	n        int64 // bytes read from the socket
+	maxLen   int   // largest message length accepted
+	parseErr error // the malformed header that stopped the flow (a *pgwire.ParseError)
 }
 
 func (f *flow) pending() []byte { return f.buf[f.w:f.s] }
@@ -381,7 +380,7 @@ func (l *evloop) forward(e *loopEnd) {
 	why := ls.scan(e)
 	l.flush(e)
 	if why != endNone && !ls.ended {
-		ls.end(why, e.in.parseEr)
+		ls.end(why, e.in.parseErr)
 	}
 }
 
@@ -487,14 +486,9 @@ func (ls *loopSession) scan(e *loopEnd) endReason {
 		if f.r-f.s < 5 {
 			break
 		}
-		typ := f.buf[f.s]
-		length := int64(binary.BigEndian.Uint32(f.buf[f.s+1:]))
-		if length < 4 || length > int64(f.maxLen) {
-			perr := &pgwire.ParseError{Type: typ, Length: length, Err: errors.New("invalid length")}
-			if length > 4 {
-				perr.Err = pgwire.ErrMessageTooLarge
-			}
-			f.parseEr = perr
+		typ, length, err := pgwire.Header(f.buf[f.s:f.r], f.maxLen)
+		if err != nil {
+			f.parseErr = err
 			f.r = f.s
 			if front {
 				return endBadFrontend
@@ -502,7 +496,7 @@ func (ls *loopSession) scan(e *loopEnd) endReason {
 			return endServerGone
 		}
 		f.s += 5
-		f.typ, f.left, f.nhead = typ, int(length-4), 0
+		f.typ, f.left, f.nhead = typ, length-4, 0
 		if front {
 			ls.l.msgsIn++
 			if typ == 'Q' || typ == 'S' || typ == 'F' {
