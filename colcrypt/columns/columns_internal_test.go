@@ -2,8 +2,10 @@ package columns
 
 import (
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/colcrypt/analyze"
+	"github.com/keyward/keyward/colcrypt/proxy"
 )
 
 func TestContainsFold(t *testing.T) {
@@ -94,5 +96,21 @@ func TestRowEndCSV(t *testing.T) {
 				t.Fatalf("rowEnd(%q) = %d, want %d", c.in, got, c.want)
 			}
 		})
+	}
+}
+
+// TestClockAfterReadyForQuery: the first row after a ReadyForQuery reads the clock, whatever the
+// row count, so cached ciphers are not used past their expiry after an idle period.
+func TestClockAfterReadyForQuery(t *testing.T) {
+	ss := &session{}
+	for range 5 {
+		ss.tick()
+	}
+	stale := time.Now().Add(-time.Hour)
+	ss.now = stale
+	ss.Backend(&proxy.BackendMessage{Type: 'Z', Raw: []byte{'Z', 0, 0, 0, 5, 'I'}})
+	ss.tick()
+	if !ss.now.After(stale) {
+		t.Fatalf("clock not read at the first row after ReadyForQuery")
 	}
 }

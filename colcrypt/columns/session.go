@@ -49,7 +49,7 @@ type session struct {
 
 	rowBuf   []byte // the DataRow being rewritten
 	opens    map[openKey]openEntry
-	now      time.Time // read every 64 DataRows for the expiry of cached ciphers
+	now      time.Time // read every 64 DataRows (and at the first after each ReadyForQuery) for the expiry of cached ciphers
 	rowCount uint64
 	csOK     bool
 	scratch  []byte // hex-decoded envelopes
@@ -517,6 +517,7 @@ func (ss *session) Backend(m *proxy.BackendMessage) proxy.Verdict {
 			ss.ic.cat.invalidate()
 		}
 		ss.cin, ss.cout = nil, nil
+		ss.rowCount = 0 // the next result's first row reads the clock: an idle session's is stale
 	}
 	return proxy.Pass()
 }
@@ -676,9 +677,7 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 	if len(body) < 2 {
 		return proxy.Pass()
 	}
-	if ss.rowCount++; ss.rowCount%64 == 1 {
-		ss.now = time.Now() // expiry of cached ciphers: checked to within 64 rows
-	}
+	ss.tick()
 	n := int(binary.BigEndian.Uint16(body))
 	out := append(ss.rowBuf[:0], 'D', 0, 0, 0, 0)
 	out = append(out, body[:2]...)
@@ -752,6 +751,13 @@ func (ss *session) dataRow(m *proxy.BackendMessage) proxy.Verdict {
 	binary.BigEndian.PutUint32(out[1:], uint32(len(out)-1))
 	ss.rowBuf = out // Replace does not retain it
 	return proxy.Replace(out)
+}
+
+// tick counts a row and reads the clock for the expiry of cached ciphers every 64 rows.
+func (ss *session) tick() {
+	if ss.rowCount++; ss.rowCount%64 == 1 {
+		ss.now = time.Now()
+	}
 }
 
 var errNotHex = fmt.Errorf("%w: bytea value not in hex output format", envelope.ErrOpen)
