@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/keyward/keyward/colcrypt/analyze"
 	"github.com/keyward/keyward/colcrypt/colkeys"
@@ -14,14 +13,22 @@ import (
 	"github.com/keyward/keyward/colcrypt/proxy"
 )
 
-// copyState follows one COPY between the client and a table with protected columns.
+// copyState follows one COPY between the client and a table with protected columns. What the
+// statement fixes (format, delimiter, quote, each column's key name) is worked out once here, not
+// per row.
 type copyState struct {
 	req  *proxy.Request
-	cp   *analyze.Copy // nil: no protected column, pass everything
-	prot map[int]*analyze.Protected
-	buf  []byte // COPY FROM: bytes of an incomplete row
-	row  int    // rows seen (for HEADER)
-	done bool   // the end-of-data marker was seen
+	cp   *analyze.Copy    // nil: no protected column, pass everything
+	cols map[int]*protCol // protected fields by index
+	csv  bool
+	d    byte // delimiter
+	q, e byte // csv quote and escape
+
+	fields [][]byte // the current row's raw fields (reused from row to row)
+	val    []byte   // the current field's canonical or rendered value (reused)
+	buf    []byte   // COPY FROM: bytes of an incomplete row
+	row    int      // rows seen (for HEADER)
+	done   bool     // the end-of-data marker was seen
 }
 
 func (ss *session) copyFor(req *proxy.Request, from bool) *copyState {
@@ -35,11 +42,18 @@ func (ss *session) copyFor(req *proxy.Request, from bool) *copyState {
 	}
 	for _, s := range plan.Statements {
 		if s.Copy != nil && s.Copy.From == from && len(s.Copy.Columns) > 0 {
-			st.cp = s.Copy
-			st.prot = map[int]*analyze.Protected{}
-			for _, c := range s.Copy.Columns {
-				st.prot[c.Index] = c.Column
+			cp := s.Copy
+			st.cp = cp
+			// One protCol per column for the whole COPY: its pointer keys the session's cipher
+			// cache (ss.opens), so the rows after the first find their cipher there.
+			st.cols = make(map[int]*protCol, len(cp.Columns))
+			for _, c := range cp.Columns {
+				p := c.Column
+				st.cols[c.Index] = &protCol{prot: p, key: keyCol(p), typ: p.Type, aad: p.QualifiedName()}
 			}
+			st.csv = cp.Format == "csv"
+			st.d = delim(cp)
+			st.q, st.e = csvChars(cp)
 			break
 		}
 	}
@@ -111,10 +125,8 @@ func (ss *session) copyIn(m *proxy.FrontendMessage) proxy.Verdict {
 // copyRows rewrites the complete rows of in and returns them and the incomplete tail (all of it is
 // a row when final).
 func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []byte, err error) {
-	csv := st.cp.Format == "csv"
-	q, e := csvChars(st.cp)
 	for len(in) > 0 {
-		end := rowEnd(in, csv, q, e)
+		end := rowEnd(in, st.csv, st.q, st.e)
 		var line []byte
 		var eol []byte
 		switch {
@@ -142,7 +154,7 @@ func (ss *session) copyRows(st *copyState, in []byte, final bool) (out, rest []b
 			out = append(append(out, line...), eol...)
 			continue
 		}
-		out, err = ss.encryptRow(out, st, line, csv)
+		out, err = ss.encryptRow(out, st, line)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -208,19 +220,18 @@ func scanCSV(b []byte, stop, q, e byte) int {
 	return -1
 }
 
-// splitText splits a text-format row.
-func splitText(line []byte, d byte) [][]byte {
-	return split(line, func(b []byte) int { return scanText(b, d) })
+// splitText appends the fields of a text-format row to dst.
+func splitText(dst [][]byte, line []byte, d byte) [][]byte {
+	return split(dst, line, func(b []byte) int { return scanText(b, d) })
 }
 
-// splitCSV splits a csv row into raw fields (quotes kept).
-func splitCSV(line []byte, d, q, e byte) [][]byte {
-	return split(line, func(b []byte) int { return scanCSV(b, d, q, e) })
+// splitCSV appends the raw fields of a csv row (quotes kept) to dst.
+func splitCSV(dst [][]byte, line []byte, d, q, e byte) [][]byte {
+	return split(dst, line, func(b []byte) int { return scanCSV(b, d, q, e) })
 }
 
-// split cuts line at every delimiter next finds.
-func split(line []byte, next func([]byte) int) [][]byte {
-	var out [][]byte
+// split appends the pieces of line cut at every delimiter next finds to out.
+func split(out [][]byte, line []byte, next func([]byte) int) [][]byte {
 	for {
 		i := next(line)
 		if i < 0 {
@@ -371,58 +382,67 @@ func csvChars(cp *analyze.Copy) (q, e byte) {
 	return q, e
 }
 
-// encryptRow appends line with its protected fields encrypted.
-func (ss *session) encryptRow(out []byte, st *copyState, line []byte, csv bool) ([]byte, error) {
-	cp := st.cp
-	d := delim(cp)
-	q, e := csvChars(cp)
-	var fields [][]byte
-	if csv {
-		fields = splitCSV(line, d, q, e)
+// split cuts a row into its raw fields (valid until the next row).
+func (st *copyState) split(line []byte) [][]byte {
+	if st.csv {
+		st.fields = splitCSV(st.fields[:0], line, st.d, st.q, st.e)
 	} else {
-		fields = splitText(line, d)
+		st.fields = splitText(st.fields[:0], line, st.d)
 	}
-	cs := ss.csess()
-	for i, raw := range fields {
-		if i > 0 {
-			out = append(out, d)
+	return st.fields
+}
+
+// value decodes raw field i (unquoted or unescaped); null reports the NULL marker, as FORCE_NULL
+// and FORCE_NOT_NULL (COPY FROM only) adjust it.
+func (st *copyState) value(i int, raw []byte) (val []byte, null bool) {
+	cp := st.cp
+	if !st.csv {
+		if string(raw) == cp.Null {
+			return nil, true
 		}
-		p := st.prot[i]
-		if p == nil {
+		return unescapeText(raw), false
+	}
+	v, quoted := unquoteCSV(raw, st.q, st.e)
+	if string(v) != cp.Null {
+		return v, false
+	}
+	if quoted {
+		return v, contains(cp.ForceNull, i)
+	}
+	return v, !contains(cp.ForceNotNull, i)
+}
+
+// encryptRow appends line with its protected fields encrypted.
+func (ss *session) encryptRow(out []byte, st *copyState, line []byte) ([]byte, error) {
+	cp := st.cp
+	cs := ss.csess()
+	for i, raw := range st.split(line) {
+		if i > 0 {
+			out = append(out, st.d)
+		}
+		pc := st.cols[i]
+		if pc == nil {
 			out = append(out, raw...)
 			continue
 		}
-		var val []byte
-		if csv {
-			v, quoted := unquoteCSV(raw, q, e)
-			null := !quoted && string(v) == cp.Null && !contains(cp.ForceNotNull, i)
-			if quoted && contains(cp.ForceNull, i) && string(v) == cp.Null {
-				null = true
-			}
-			if null {
-				out = append(out, raw...)
-				continue
-			}
-			val = v
-		} else {
-			if string(raw) == cp.Null {
-				out = append(out, raw...)
-				continue
-			}
-			val = unescapeText(raw)
+		val, null := st.value(i, raw)
+		if null {
+			out = append(out, raw...)
+			continue
 		}
 		if cp.HasDefault && string(val) == cp.Default {
-			return nil, fmt.Errorf("column %s: COPY DEFAULT markers cannot be used with encrypted columns", p.QualifiedName())
+			return nil, fmt.Errorf("column %s: COPY DEFAULT markers cannot be used with encrypted columns", pc.aad)
 		}
-		canon, err := coltype.Canonical(p.Type, coltype.TextFormat, val, cs)
+		canon, err := coltype.AppendCanonical(st.val[:0], pc.typ, coltype.TextFormat, val, cs)
 		if err != nil {
-			return nil, &colErr{p.QualifiedName(), true, err}
+			return nil, &colErr{pc.aad, true, err}
 		}
-		envs, err := ss.seal(p, analyze.Write, canon)
+		st.val = canon
+		envs, err := ss.seal(pc.prot, pc.key, analyze.Write, canon)
 		if err != nil {
 			return nil, err
 		}
-		if csv {
+		if st.csv {
 			out = append(out, `\x`...)
 		} else {
 			out = append(out, `\\x`...) // the text format's escape of one backslash
@@ -449,7 +469,7 @@ func (ss *session) copyOut(m *proxy.BackendMessage) proxy.Verdict {
 	if st.row == 1 && st.cp.Header {
 		return proxy.Pass()
 	}
-	ss.now = time.Now()
+	ss.tick()
 	line := m.Body()
 	var eol []byte
 	if n := len(line); n > 0 && line[n-1] == '\n' {
@@ -460,80 +480,64 @@ func (ss *session) copyOut(m *proxy.BackendMessage) proxy.Verdict {
 		}
 	}
 	cp := st.cp
-	csv := cp.Format == "csv"
-	d := delim(cp)
-	q, e := csvChars(cp)
-	var fields [][]byte
-	if csv {
-		fields = splitCSV(line, d, q, e)
-	} else {
-		fields = splitText(line, d)
-	}
-	payload := make([]byte, 0, len(line)+64)
+	d, q, e := st.d, st.q, st.e
+	out := append(ss.rowBuf[:0], 'd', 0, 0, 0, 0)
 	cs := ss.csess()
-	for i, raw := range fields {
+	for i, raw := range st.split(line) {
 		if i > 0 {
-			payload = append(payload, d)
+			out = append(out, d)
 		}
-		p := st.prot[i]
-		if p == nil {
-			payload = append(payload, raw...)
+		pc := st.cols[i]
+		if pc == nil {
+			out = append(out, raw...)
 			continue
 		}
-		var val []byte
-		if csv {
-			v, quoted := unquoteCSV(raw, q, e)
-			if !quoted && string(v) == cp.Null {
-				payload = append(payload, raw...)
-				continue
-			}
-			val = v
-		} else {
-			if string(raw) == cp.Null {
-				payload = append(payload, raw...)
-				continue
-			}
-			val = unescapeText(raw)
+		val, null := st.value(i, raw)
+		if null {
+			out = append(out, raw...)
+			continue
 		}
-		pc := &protCol{prot: p, key: keyCol(p), typ: p.Type, aad: p.QualifiedName()}
 		canon, err := ss.open(pc, val, coltype.TextFormat)
 		if err != nil {
 			if errors.Is(err, colkeys.ErrDenied) {
 				switch ss.ic.onDenied {
 				case DeniedNull:
-					payload = append(payload, cp.Null...)
+					out = append(out, cp.Null...)
 					continue
 				case DeniedCiphertext:
-					payload = append(payload, raw...)
+					out = append(out, raw...)
 					continue
 				}
 			}
-			return proxy.Refuse(keyError(err, p.QualifiedName(), false))
+			return proxy.Refuse(keyError(err, pc.aad, false))
 		}
-		text, err := coltype.Render(p.Type, coltype.TextFormat, canon, cs)
+		text, err := coltype.AppendRender(st.val[:0], pc.typ, coltype.TextFormat, canon, cs)
 		if err != nil {
-			return proxy.Refuse(keyError(err, p.QualifiedName(), false))
+			return proxy.Refuse(keyError(err, pc.aad, false))
 		}
-		if !csv {
-			payload = escapeText(payload, text, d)
+		st.val = text
+		if !st.csv {
+			out = escapeText(out, text, d)
 			continue
 		}
 		needQuote := cp.ForceQuoteAll || contains(cp.ForceQuote, i) || string(text) == cp.Null ||
 			bytes.IndexByte(text, d) >= 0 || bytes.IndexByte(text, q) >= 0 || bytes.ContainsAny(text, "\r\n") ||
 			(len(text) > 0 && bytes.Equal(text, []byte(`\.`)))
 		if !needQuote {
-			payload = append(payload, text...)
+			out = append(out, text...)
 			continue
 		}
-		payload = append(payload, q)
+		out = append(out, q)
 		for _, c := range text {
 			if c == q || c == e {
-				payload = append(payload, e)
+				out = append(out, e)
 			}
-			payload = append(payload, c)
+			out = append(out, c)
 		}
-		payload = append(payload, q)
+		out = append(out, q)
 	}
-	payload = append(payload, eol...)
-	return proxy.Replace(copyData(nil, payload))
+	out = append(out, eol...)
+	binary.BigEndian.PutUint32(out[1:], uint32(len(out)-1))
+	ss.rowBuf = out // Replace does not retain it
+	return proxy.Replace(out)
 }

@@ -137,9 +137,9 @@ func keyCol(p *analyze.Protected) colkeys.Column {
 	return colkeys.Column{Table: p.Schema + "." + p.Table, Name: p.Column, Scope: p.Scope, Mode: p.Mode.String()}
 }
 
-// seal encrypts a canonical value for p: one envelope to write, or one per live version to match.
-func (ss *session) seal(p *analyze.Protected, role analyze.Role, canon []byte) ([][]byte, error) {
-	col := keyCol(p)
+// seal encrypts a canonical value for p (whose key name is col, keyCol(p)): one envelope to write,
+// or one per live version to match.
+func (ss *session) seal(p *analyze.Protected, col colkeys.Column, role analyze.Role, canon []byte) ([][]byte, error) {
 	if role == analyze.Match {
 		sealers, err := ss.ic.keys.MatchSealers(ss.ctx, ss.identity, col)
 		if err != nil {
@@ -171,7 +171,7 @@ func (ss *session) sealValue(v *analyze.Value) ([][]byte, error) {
 	if err != nil {
 		return nil, &colErr{v.Column.QualifiedName(), v.Role == analyze.Write, err}
 	}
-	return ss.seal(v.Column, v.Role, canon)
+	return ss.seal(v.Column, keyCol(v.Column), v.Role, canon)
 }
 
 // Frontend rewrites client messages.
@@ -378,7 +378,7 @@ func (ss *session) bind(m *proxy.FrontendMessage) proxy.Verdict {
 		if err != nil {
 			return proxy.Refuse(keyError(err, prm.Column.QualifiedName(), true))
 		}
-		envs, err := ss.seal(prm.Column, prm.Role, canon)
+		envs, err := ss.seal(prm.Column, keyCol(prm.Column), prm.Role, canon)
 		if err != nil {
 			return proxy.Refuse(ss.errResp(err))
 		}

@@ -66,11 +66,11 @@ func readExisting(e *env, keyFile string) (*memsafe.Key, error) {
 	var err error
 	switch {
 	case keyFile == "-":
-		buf, err = io.ReadAll(io.LimitReader(e.in, max+1))
+		buf, err = readAtMost(e.in, max+1)
 	case keyFile != "":
 		var f *os.File
 		if f, err = os.Open(keyFile); err == nil {
-			buf, err = io.ReadAll(io.LimitReader(f, max+1))
+			buf, err = readAtMost(f, max+1)
 			f.Close()
 		}
 	default:
@@ -85,6 +85,17 @@ func readExisting(e *env, keyFile string) (*memsafe.Key, error) {
 		return nil, usagef("the existing passphrase is empty or longer than %d bytes", max)
 	}
 	return memsafe.FromBytes(buf)
+}
+
+// readAtMost reads up to n bytes into one buffer allocated up front: io.ReadAll would grow its buffer
+// and leave copies of the passphrase in the arrays it abandons, where nothing wipes them.
+func readAtMost(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, n)
+	k, err := io.ReadFull(r, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return buf[:k], err
 }
 
 // promptLine reads one line from stdin, without echo when stdin is a terminal.
@@ -105,6 +116,7 @@ func promptLine(e *env) ([]byte, error) {
 	}
 	line, err := bufio.NewReader(e.in).ReadSlice('\n')
 	if err != nil && err != io.EOF {
+		clear(line) // a line too long for the buffer is still a passphrase
 		return nil, err
 	}
 	out := bytes.Clone(bytes.TrimRight(line, "\r\n"))
