@@ -508,50 +508,9 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 		}
 		return nil
 	}
-	order, keyText, after := t.keyset(1)
-	sel := `SELECT ` + keyText + `, ` + t.qcol + `::` + t.declared.SQLName() + `, ` + t.qshadow + ` FROM ` + t.qtable
-	formats := textFormats(len(t.pk), 1, 1)
-	if r.o.VerifySample > 0 {
-		err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
-			rows, err := rawQuery(ctx, tx, sel+` WHERE `+t.qshadow+` IS NOT NULL OR `+t.qcol+
-				fmt.Sprintf(` IS NULL ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, formats)
-			if err != nil {
-				return fmt.Errorf("migrate: read verification sample: %w", err)
-			}
-			return check(rows)
-		})
-		if err != nil {
-			return err
-		}
-	} else {
-		var last []string
-		for {
-			var rows [][][]byte
-			err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
-				where := ""
-				if last != nil {
-					where = ` WHERE ` + after
-				}
-				var err error
-				rows, err = rawQuery(ctx, tx, sel+where+` ORDER BY `+order+fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, formats)
-				if err != nil {
-					return fmt.Errorf("migrate: read verification batch: %w", err)
-				}
-				return check(rows)
-			})
-			if err != nil {
-				return err
-			}
-			if len(rows) == 0 {
-				break
-			}
-			lastRow := rows[len(rows)-1]
-			last = make([]string, len(t.pk))
-			for i := range t.pk {
-				last[i] = string(lastRow[i])
-			}
-			r.report(PhaseVerify, ve.Checked, r.total)
-		}
+	exprs := []string{t.qcol + `::` + t.declared.SQLName(), t.qshadow}
+	if err := r.scan(ctx, exprs, t.qshadow+` IS NOT NULL OR `+t.qcol+` IS NULL`, r.total, check); err != nil {
+		return err
 	}
 	r.res.Verified += ve.Checked
 	r.report(PhaseVerify, ve.Checked, ve.Checked)

@@ -144,6 +144,7 @@ func TestMigrate(t *testing.T) {
 	t.Run("VerificationCatchesSwappedValues", func(t *testing.T) { testVerificationCatchesSwappedValues(t, e) })
 	t.Run("LockRetry", func(t *testing.T) { testLockRetry(t, e) })
 	t.Run("Throttle", func(t *testing.T) { testThrottle(t, e) })
+	t.Run("VerifySample", func(t *testing.T) { testVerifySample(t, e) })
 	t.Run("RewrapAfterRotation", func(t *testing.T) { testRewrapAfterRotation(t, e) })
 }
 
@@ -741,5 +742,40 @@ func testThrottle(t *testing.T, e *env) {
 	}
 	if copies != 7 { // the start and one per batch
 		t.Errorf("%d copy progress reports, want 7", copies)
+	}
+}
+
+// testVerifySample verifies a random sample, not every value, in encrypt-column and in rewrap.
+func testVerifySample(t *testing.T, e *env) {
+	fresh(t, e)
+	c := e.conn(t)
+	ctx := context.Background()
+	exec(t, c, `CREATE TABLE employees (id int PRIMARY KEY, ssn text)`)
+	exec(t, c, `INSERT INTO employees SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'ssn-' || g END FROM generate_series(1, 1000) g`)
+	want := map[int64]*string{}
+	for i := int64(1); i <= 1000; i++ {
+		if i%10 != 0 {
+			want[i] = strp(fmt.Sprintf("ssn-%d", i))
+		} else {
+			want[i] = nil
+		}
+	}
+	cc := col("employees", "ssn", "text", "deterministic", "payroll:employees.ssn")
+	o := migrate.Options{Conn: c, Keys: e.keys, Identity: identity, BatchSize: 100, VerifySample: 50, Column: cc}
+	res, err := migrate.EncryptColumn(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified < 1 || res.Verified > 50 {
+		t.Errorf("encrypt verified %d values, want a sample of at most 50", res.Verified)
+	}
+	checkEncrypted(t, e, c, cc, coltype.Text, want)
+	res, err = migrate.Rewrap(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != 0 || res.Remaining != 0 || res.Verified < 1 || res.Verified > 50 {
+		t.Errorf("rewrap without a rotation: %d rewrapped, %d remaining, %d verified; want 0, 0 and a sample of at most 50",
+			res.Rows, res.Remaining, res.Verified)
 	}
 }

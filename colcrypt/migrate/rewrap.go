@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -205,7 +206,8 @@ func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string
 func (r *runner) verifyOpens(ctx context.Context, header []byte) error {
 	t := r.t
 	ve := &VerifyError{Column: t.name()}
-	check := func(rows [][][]byte, vi int) error {
+	vi := len(t.pk)
+	check := func(rows [][][]byte) error {
 		for _, row := range rows {
 			env := row[vi]
 			if env == nil {
@@ -227,7 +229,7 @@ func (r *runner) verifyOpens(ctx context.Context, header []byte) error {
 		}
 		return nil
 	}
-	if err := r.scan(ctx, t.qcol, check); err != nil {
+	if err := r.scan(ctx, []string{t.qcol}, "", 0, check); err != nil {
 		return err
 	}
 	r.res.Verified = ve.Checked
@@ -238,20 +240,29 @@ func (r *runner) verifyOpens(ctx context.Context, header []byte) error {
 	return nil
 }
 
-// scan reads expr (binary) of every row in key order, in snapshots of a few batches, or of a
-// random sample of Options.VerifySample rows, and hands the rows to fn (expr at index vi).
-func (r *runner) scan(ctx context.Context, expr string, fn func(rows [][][]byte, vi int) error) error {
+// scan reads the key (as text) and exprs (binary, from index len(t.pk)) of every row in key order,
+// in snapshots of a few batches, or of a random sample of Options.VerifySample rows that match
+// sampleWhere (if not empty), and hands the rows to fn. Progress is reported against total.
+func (r *runner) scan(ctx context.Context, exprs []string, sampleWhere string, total int64, fn func(rows [][][]byte) error) error {
 	t := r.t
+	order, keyText, after := t.keyset(1)
+	sel := `SELECT ` + keyText + `, ` + strings.Join(exprs, `, `) + ` FROM ` + t.qtable
+	formats := make([]int16, len(t.pk)+len(exprs)) // the key in text, exprs in binary
+	for i := len(t.pk); i < len(formats); i++ {
+		formats[i] = 1
+	}
 	if r.o.VerifySample > 0 {
+		if sampleWhere != "" {
+			sel += ` WHERE ` + sampleWhere
+		}
 		return withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
-			rows, err := rawQuery(ctx, tx, `SELECT `+expr+` FROM `+t.qtable+fmt.Sprintf(` ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, []int16{1})
+			rows, err := rawQuery(ctx, tx, sel+fmt.Sprintf(` ORDER BY random() LIMIT %d`, r.o.VerifySample), nil, formats)
 			if err != nil {
 				return fmt.Errorf("migrate: read verification sample: %w", err)
 			}
-			return fn(rows, 0)
+			return fn(rows)
 		})
 	}
-	order, keyText, after := t.keyset(1)
 	var last []string
 	var seen int64
 	for {
@@ -262,12 +273,11 @@ func (r *runner) scan(ctx context.Context, expr string, fn func(rows [][][]byte,
 				where = ` WHERE ` + after
 			}
 			var err error
-			rows, err = rawQuery(ctx, tx, `SELECT `+keyText+`, `+expr+` FROM `+t.qtable+where+` ORDER BY `+order+
-				fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, textFormats(len(t.pk), 1))
+			rows, err = rawQuery(ctx, tx, sel+where+` ORDER BY `+order+fmt.Sprintf(` LIMIT %d`, r.o.BatchSize*4), last, formats)
 			if err != nil {
 				return fmt.Errorf("migrate: read verification batch: %w", err)
 			}
-			return fn(rows, len(t.pk))
+			return fn(rows)
 		})
 		if err != nil {
 			return err
@@ -276,7 +286,7 @@ func (r *runner) scan(ctx context.Context, expr string, fn func(rows [][][]byte,
 			return nil
 		}
 		seen += int64(len(rows))
-		r.report(PhaseVerify, seen, 0)
+		r.report(PhaseVerify, seen, total)
 		lastRow := rows[len(rows)-1]
 		last = make([]string, len(t.pk))
 		for i := range t.pk {
