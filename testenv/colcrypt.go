@@ -2,9 +2,7 @@ package testenv
 
 import (
 	"fmt"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,11 +15,7 @@ type Colcrypt struct {
 	Dir    string
 	Config string
 
-	bin string
-	t   testing.TB
-	mu  sync.Mutex
-	p   *proc
-	log *lockedWriter
+	daemon
 }
 
 // ColcryptOptions configures StartColcrypt.
@@ -36,7 +30,7 @@ type ColcryptOptions struct {
 // StartColcrypt starts the proxy on a free loopback port and waits until it accepts connections.
 func StartColcrypt(t testing.TB, o ColcryptOptions) *Colcrypt {
 	t.Helper()
-	c := &Colcrypt{t: t, Dir: SharedDir(t), bin: Binary(t, "colcrypt")}
+	c := &Colcrypt{Dir: SharedDir(t), daemon: daemon{name: "colcrypt", t: t, bin: Binary(t, "colcrypt")}}
 	c.Port = FreePort(t)
 	c.Addr = fmt.Sprintf("127.0.0.1:%d", c.Port)
 	cfg := fmt.Sprintf("version: 1\nlisten: %s\nupstream: {host: 127.0.0.1, port: %d, tls: disable}\n", c.Addr, o.PG.Port)
@@ -51,34 +45,14 @@ func StartColcrypt(t testing.TB, o ColcryptOptions) *Colcrypt {
 	return c
 }
 
-// Start starts the proxy.
+// Start starts the proxy with the test's environment.
 func (c *Colcrypt) Start() {
 	c.t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.log = &lockedWriter{}
-	cmd := exec.Command(c.bin, "serve", "--config", c.Config)
-	cmd.Stdout, cmd.Stderr = c.log, c.log
-	p, err := startProc(cmd)
-	if err != nil {
-		c.t.Fatalf("start colcrypt: %v", err)
-	}
-	c.p = p
-	if err := waitTCP(c.Addr, 30*time.Second, p); err != nil {
-		c.t.Fatalf("colcrypt did not start: %v\n%s", err, c.log.String())
-	}
+	c.start(nil, "tcp", c.Addr, 30*time.Second, "serve", "--config", c.Config)
 }
 
 // Stop sends SIGTERM (graceful shutdown) and waits.
-func (c *Colcrypt) Stop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.p == nil {
-		return
-	}
-	c.p.stop(syscall.SIGTERM)
-	c.p = nil
-}
+func (c *Colcrypt) Stop() { c.stop(syscall.SIGTERM) }
 
 // Pid returns the running proxy's process id (0 when stopped), for CPU accounting in benchmarks.
 func (c *Colcrypt) Pid() int {
@@ -89,9 +63,6 @@ func (c *Colcrypt) Pid() int {
 	}
 	return c.p.cmd.Process.Pid
 }
-
-// Log returns what the proxy printed.
-func (c *Colcrypt) Log() string { return c.log.String() }
 
 // DSN is a URL for user through the proxy.
 func (c *Colcrypt) DSN(pg *PG, user, password string) string {

@@ -25,11 +25,7 @@ type KeyService struct {
 	HSM       *HSM // nil with the software backend
 	Env       []string
 
-	bin string
-	t   testing.TB
-	mu  sync.Mutex
-	p   *proc
-	log *lockedWriter
+	daemon
 }
 
 // KeyServiceOptions configures StartKeyService.
@@ -50,7 +46,7 @@ type KeyServiceOptions struct {
 // `keyservice serve` on a free loopback port. It is stopped at cleanup.
 func StartKeyService(t testing.TB, o KeyServiceOptions) *KeyService {
 	t.Helper()
-	k := &KeyService{t: t, Dir: SharedDir(t), CA: o.CA, bin: Binary(t, "keyservice"), Env: os.Environ()}
+	k := &KeyService{Dir: SharedDir(t), CA: o.CA, Env: os.Environ(), daemon: daemon{name: "keyservice", t: t, bin: Binary(t, "keyservice")}}
 	if k.CA == nil {
 		k.CA = NewCA(t)
 	}
@@ -104,38 +100,11 @@ func (k *KeyService) Run(args ...string) (string, error) {
 // Start starts (or restarts) the server and waits until it accepts connections.
 func (k *KeyService) Start() {
 	k.t.Helper()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.p != nil {
-		return
-	}
-	k.log = &lockedWriter{}
-	cmd := exec.Command(k.bin, "serve", "--config", k.Config)
-	cmd.Env = k.Env
-	cmd.Stdout, cmd.Stderr = k.log, k.log
-	p, err := startProc(cmd)
-	if err != nil {
-		k.t.Fatalf("start keyservice: %v", err)
-	}
-	k.p = p
-	if err := waitTCP(k.Addr, 20*time.Second, p); err != nil {
-		k.t.Fatalf("keyservice did not start: %v\n%s", err, k.log.String())
-	}
+	k.start(k.Env, "tcp", k.Addr, 20*time.Second, "serve", "--config", k.Config)
 }
 
 // Stop kills the server (SIGKILL: as a crash would). Start brings it back.
-func (k *KeyService) Stop() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.p == nil {
-		return
-	}
-	k.p.stop(syscall.SIGKILL)
-	k.p = nil
-}
-
-// Log returns what the server printed.
-func (k *KeyService) Log() string { return k.log.String() }
+func (k *KeyService) Stop() { k.stop(syscall.SIGKILL) }
 
 // NodeTLS issues a client certificate for a node identity (a URI SAN) and returns cert and key files.
 func (k *KeyService) NodeTLS(t testing.TB, identity string) (cert, key string) {
@@ -152,11 +121,7 @@ type Agent struct {
 	MetricsAddr string // with AgentOptions.Metrics
 	Env         []string
 
-	bin string
-	t   testing.TB
-	mu  sync.Mutex
-	p   *proc
-	log *lockedWriter
+	daemon
 }
 
 // AgentOptions configures StartAgent.
@@ -177,7 +142,7 @@ type AgentOptions struct {
 // StartAgent starts `keyagent serve` (as the test user, root in CI) with a socket in a SharedDir.
 func StartAgent(t testing.TB, o AgentOptions) *Agent {
 	t.Helper()
-	a := &Agent{t: t, Dir: SharedDir(t), bin: Binary(t, "keyagent"), Env: os.Environ()}
+	a := &Agent{Dir: SharedDir(t), Env: os.Environ(), daemon: daemon{name: "keyagent", t: t, bin: Binary(t, "keyagent")}}
 	a.Socket = filepath.Join(a.Dir, "agent.sock")
 	a.Policy = filepath.Join(a.Dir, "policy.yaml")
 	writeFile(t, a.Policy, o.Policy, 0o644)
@@ -217,40 +182,11 @@ func StartAgent(t testing.TB, o AgentOptions) *Agent {
 // Start starts the agent and waits for its socket.
 func (a *Agent) Start() {
 	a.t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.log = &lockedWriter{}
-	cmd := exec.Command(a.bin, "serve", "--config", a.Config)
-	cmd.Env = a.Env
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	p, err := startProc(cmd)
-	if err != nil {
-		a.t.Fatalf("start keyagent: %v", err)
-	}
-	a.p = p
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("unix", a.Socket); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) || p.exited() {
-			a.t.Fatalf("keyagent did not start:\n%s", a.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	a.start(a.Env, "unix", a.Socket, 20*time.Second, "serve", "--config", a.Config)
 }
 
 // Stop sends SIGTERM and waits.
-func (a *Agent) Stop() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.p == nil {
-		return
-	}
-	a.p.stop(syscall.SIGTERM)
-	a.p = nil
-}
+func (a *Agent) Stop() { a.stop(syscall.SIGTERM) }
 
 // Signal sends sig to the agent (SIGHUP: reload the policy).
 func (a *Agent) Signal(sig os.Signal) {
@@ -260,9 +196,6 @@ func (a *Agent) Signal(sig os.Signal) {
 		_ = a.p.cmd.Process.Signal(sig)
 	}
 }
-
-// Log returns what the agent printed.
-func (a *Agent) Log() string { return a.log.String() }
 
 // CLI runs the keyagent binary with args against this agent's socket, as uid/gid when given (root only).
 func (a *Agent) CLI(t testing.TB, cred *[2]uint32, args ...string) (string, error) {
@@ -289,10 +222,58 @@ func writeFile(t testing.TB, path, content string, mode os.FileMode) {
 	}
 }
 
-func waitTCP(addr string, d time.Duration, p *proc) error {
+// daemon is a long-running binary that a test starts, stops and restarts, with its output collected.
+type daemon struct {
+	name string // for failure messages
+	bin  string
+	t    testing.TB
+	mu   sync.Mutex
+	p    *proc
+	log  *lockedWriter
+}
+
+// start runs bin with args and env and waits up to d until network/addr accepts connections. A running
+// daemon is left as it is.
+func (m *daemon) start(env []string, network, addr string, d time.Duration, args ...string) {
+	m.t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.p != nil {
+		return
+	}
+	m.log = &lockedWriter{}
+	cmd := exec.Command(m.bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = m.log, m.log
+	p, err := startProc(cmd)
+	if err != nil {
+		m.t.Fatalf("start %s: %v", m.name, err)
+	}
+	m.p = p
+	if err := waitDial(network, addr, d, p); err != nil {
+		m.t.Fatalf("%s did not start: %v\n%s", m.name, err, m.log.String())
+	}
+}
+
+// stop sends sig and waits (see proc.stop); a stopped daemon is left as it is.
+func (m *daemon) stop(sig os.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.p == nil {
+		return
+	}
+	m.p.stop(sig)
+	m.p = nil
+}
+
+// Log returns what the process printed (since its last start).
+func (m *daemon) Log() string { return m.log.String() }
+
+// waitDial waits up to d until network/addr accepts a connection, giving up early when p exits.
+func waitDial(network, addr string, d time.Duration, p *proc) error {
 	deadline := time.Now().Add(d)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout(network, addr, time.Second)
 		if err == nil {
 			c.Close()
 			return nil
