@@ -157,6 +157,7 @@ type migrateFlags struct {
 	rate          float64
 	verifySample  int
 	lockTimeout   time.Duration
+	typ           string // encrypt-column --type: must match the config entry's
 	bar           *progressBar
 }
 
@@ -178,6 +179,15 @@ func (f *migrateFlags) options(cmd *cobra.Command, e *migrationEnv) (migrate.Opt
 	c, err := migrate.FindColumn(e.cfg, f.table, f.column)
 	if err != nil {
 		return migrate.Options{}, &exitError{ExitConfig, fmt.Errorf("%s: %w", e.cfg.Path, err)}
+	}
+	if f.typ != "" {
+		want, err := coltype.ParseType(f.typ)
+		if err != nil {
+			return migrate.Options{}, &exitError{ExitConfig, fmt.Errorf("--type: %w", err)}
+		}
+		if got, err := coltype.ParseType(c.Type); err == nil && got != want {
+			return migrate.Options{}, &exitError{ExitConfig, fmt.Errorf("--type %s differs from the config's type %s for %s.%s", want, got, c.Table, c.Column)}
+		}
 	}
 	f.bar = newProgressBar(cmd.ErrOrStderr())
 	o := migrate.Options{
@@ -201,9 +211,30 @@ func (f *migrateFlags) options(cmd *cobra.Command, e *migrationEnv) (migrate.Opt
 	return o, nil
 }
 
+// run opens the environment and runs fn with the command's options until SIGINT or SIGTERM; an
+// interruption becomes the hint to run the command again (both commands resume).
+func (f *migrateFlags) run(cmd *cobra.Command, fn func(context.Context, migrate.Options) (*migrate.Result, error)) (*migrate.Result, migrate.Options, error) {
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	e, err := f.open(ctx, cmd)
+	if err != nil {
+		return nil, migrate.Options{}, err
+	}
+	defer e.close()
+	o, err := f.options(cmd, e)
+	if err != nil {
+		return nil, o, err
+	}
+	res, err := fn(ctx, o)
+	f.bar.finish()
+	if errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("interrupted; run the same command again to resume")
+	}
+	return res, o, err
+}
+
 func newEncryptColumnCmd() *cobra.Command {
 	var f migrateFlags
-	var typ string
 	cmd := &cobra.Command{
 		Use:   "encrypt-column --config FILE --table T --column C [--type TYPE] [--batch N] [--rate ROWS/S] [--as ROLE]",
 		Short: "Convert a plaintext column to encrypted envelopes online (resumable)",
@@ -214,37 +245,13 @@ final swap every value is read back, decrypted and compared with the original. A
 with a CHECK constraint that admits only envelopes: reload the proxy with the column configured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			e, err := f.open(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer e.close()
-			o, err := f.options(cmd, e)
-			if err != nil {
-				return err
-			}
-			if typ != "" {
-				want, err := coltype.ParseType(typ)
-				if err != nil {
-					return &exitError{ExitConfig, fmt.Errorf("--type: %w", err)}
-				}
-				if got, err := coltype.ParseType(o.Column.Type); err == nil && got != want {
-					return &exitError{ExitConfig, fmt.Errorf("--type %s differs from the config's type %s for %s.%s", want, got, o.Column.Table, o.Column.Column)}
-				}
-			}
-			res, err := migrate.EncryptColumn(ctx, o)
-			f.bar.finish()
+			res, o, err := f.run(cmd, migrate.EncryptColumn)
 			if errors.Is(err, migrate.ErrAlreadyDone) {
 				// Idempotent: a run killed after its swap committed is done, and says so.
 				fmt.Fprintf(cmd.OutOrStdout(), "%v; nothing to do\n", err)
 				return nil
 			}
 			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					return fmt.Errorf("interrupted; run the same command again to resume")
-				}
 				return err
 			}
 			resumed := ""
@@ -259,7 +266,7 @@ with a CHECK constraint that admits only envelopes: reload the proxy with the co
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().StringVar(&typ, "type", "", "declared type (must match the config entry's)")
+	cmd.Flags().StringVar(&f.typ, "type", "", "declared type (must match the config entry's)")
 	return cmd
 }
 

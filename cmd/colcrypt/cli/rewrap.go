@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,23 +19,8 @@ keyservice keyring rotate) to that version, in short batches. It is idempotent a
 opening every value (or --verify-sample of them) and counting those still at an older version.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			e, err := f.open(ctx, cmd)
+			res, _, err := f.run(cmd, migrate.Rewrap)
 			if err != nil {
-				return err
-			}
-			defer e.close()
-			o, err := f.options(cmd, e)
-			if err != nil {
-				return err
-			}
-			res, err := migrate.Rewrap(ctx, o)
-			f.bar.finish()
-			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					return fmt.Errorf("interrupted; run the same command again to resume")
-				}
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rewrapped %s: %d values moved to key version %d in %d batches, %d verified, %d remaining, %s\n",
