@@ -24,7 +24,6 @@ type protCol struct {
 	prot *analyze.Protected
 	key  colkeys.Column
 	typ  coltype.Type
-	alg  uint8
 }
 
 type attrKey struct {
@@ -200,8 +199,7 @@ func (c *catalog) reload(ctx context.Context, onlyDirty bool) (*snapshot, error)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		alg, err := colkeys.AlgFor(col.Mode)
-		if err != nil {
+		if _, err := colkeys.AlgFor(col.Mode); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		found.Protection = &analyze.Protection{Type: typ, Mode: mode, Scope: col.Scope}
@@ -210,7 +208,6 @@ func (c *catalog) reload(ctx context.Context, onlyDirty bool) (*snapshot, error)
 			key:  colkeys.Column{Table: full, Name: col.Column, Scope: col.Scope, Mode: col.Mode},
 			aad:  full + "." + col.Column,
 			typ:  typ,
-			alg:  uint8(alg),
 		}
 		snap.attrs[attrKey{rel, found.Attnum}] = pc
 	}
