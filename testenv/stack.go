@@ -269,7 +269,8 @@ func (m *daemon) stop(sig os.Signal) {
 // Log returns what the process printed (since its last start).
 func (m *daemon) Log() string { return m.log.String() }
 
-// waitDial waits up to d until network/addr accepts a connection, giving up early when p exits.
+// waitDial waits up to d until network/addr accepts a connection, giving up early when p (if not nil)
+// exits.
 func waitDial(network, addr string, d time.Duration, p *proc) error {
 	deadline := time.Now().Add(d)
 	for {
@@ -278,7 +279,7 @@ func waitDial(network, addr string, d time.Duration, p *proc) error {
 			c.Close()
 			return nil
 		}
-		if p.exited() {
+		if p != nil && p.exited() {
 			return fmt.Errorf("process exited")
 		}
 		if time.Now().After(deadline) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -194,5 +196,43 @@ func TestCAIssueURI(t *testing.T) {
 	}
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://keyward/node/web-7" || leaf.Subject.CommonName != "node-1" {
 		t.Fatalf("cert: %v %v", leaf.URIs, leaf.Subject)
+	}
+}
+
+func TestWaitForAndWaitDial(t *testing.T) {
+	calls := 0
+	testenv.WaitFor(t, 5*time.Second, "the third call", func() error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("call %d", calls)
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Fatalf("WaitFor stopped after %d calls, want 3", calls)
+	}
+
+	port := testenv.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := testenv.WaitDial("tcp", addr, 100*time.Millisecond); err == nil {
+		t.Fatal("WaitDial succeeded with nothing listening")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := testenv.WaitDial("tcp", addr, 5*time.Second); err != nil {
+		t.Fatalf("WaitDial with a listener: %v", err)
+	}
+}
+
+func TestSelfExe(t *testing.T) {
+	self := testenv.SelfExe(t)
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self != exe {
+		t.Fatalf("SelfExe = %q, /proc/self/exe = %q", self, exe)
 	}
 }
