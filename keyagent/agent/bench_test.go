@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +14,7 @@ import (
 	"github.com/keyward/keyward/keyagent/audit"
 	"github.com/keyward/keyward/keyagent/client"
 	"github.com/keyward/keyward/keyagent/keycache"
+	"github.com/keyward/keyward/keyagent/keyservice"
 	kpolicy "github.com/keyward/keyward/keyagent/policy"
 	"github.com/keyward/keyward/keyagent/upstream"
 	"github.com/keyward/keyward/keyagent/wire"
@@ -40,19 +39,14 @@ cache: {ttl: 5m, offline_grace: 15m, max_keys: 512}
 func benchAgent(t *testing.T, ks *testenv.KeyService, auditFile bool) (socket string) {
 	t.Helper()
 	cert, key := ks.NodeTLS(t, "spiffe://keyward/node/test")
-	pair, err := tls.LoadX509KeyPair(cert, key)
+	ctls, err := keyservice.ClientTLS(cert, key, ks.CA.CertFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(ks.CA.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	ctls.ServerName = "127.0.0.1"
 	up, err := upstream.NewRemote(upstream.RemoteConfig{
 		Endpoints: []string{ks.Addr},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "127.0.0.1"},
+		TLS:       ctls,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -96,6 +96,20 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	}, nil
 }
 
+// ClientTLS builds a node's TLS 1.3 configuration for calling the key service: its certificate and key,
+// and the CA that signed the service's certificate, from PEM files.
+func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	pool, err := loadCAPool(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}, nil
+}
+
 // Serve accepts connections on ln (a plain TCP listener: Serve wraps it in TLS) until ctx ends, then
 // closes every connection and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {

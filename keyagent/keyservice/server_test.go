@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -122,14 +121,12 @@ func start(t *testing.T, b backend.Backend) *fixture {
 
 func (f *fixture) clientTLS(t *testing.T, cn, uri string) *tls.Config {
 	cert, key := f.ca.Issue(t, cn, uri)
-	pair, err := tls.LoadX509KeyPair(cert, key)
+	c, err := keyservice.ClientTLS(cert, key, f.ca.CertFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	data, _ := os.ReadFile(f.ca.CertFile)
-	pool.AppendCertsFromPEM(data)
-	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+	c.ServerName = "127.0.0.1"
+	return c
 }
 
 func (f *fixture) remote(t *testing.T, c *tls.Config) *upstream.Remote {

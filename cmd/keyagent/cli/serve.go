@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -142,21 +139,13 @@ func openUpstream(cfg *agent.Config, m *agent.Metrics, log *slog.Logger) (upstre
 		return &upstream.Embedded{B: b}, nil
 	}
 	ks := cfg.Upstream.KeyService
-	pair, err := tls.LoadX509KeyPair(ks.TLS.Cert, ks.TLS.Key)
+	tlsCfg, err := keyservice.ClientTLS(ks.TLS.Cert, ks.TLS.Key, ks.TLS.CA)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.keyservice.tls: %w", err)
 	}
-	ca, err := os.ReadFile(ks.TLS.CA)
-	if err != nil {
-		return nil, fmt.Errorf("upstream.keyservice.tls.ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return nil, errors.New("upstream.keyservice.tls.ca: no PEM certificate in " + ks.TLS.CA)
-	}
 	return upstream.NewRemote(upstream.RemoteConfig{
 		Endpoints: ks.Endpoints,
-		TLS:       &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS13},
+		TLS:       tlsCfg,
 		Logger:    log,
 		Observe:   m.ObserveUpstream,
 	})
