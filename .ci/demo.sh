@@ -98,7 +98,9 @@ else
   export SOFTHSM2_CONF=$DEMO/softhsm/softhsm2.conf
   PIN=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
   echo "$PIN" >hsm.pin && chmod 600 hsm.pin
-  run softhsm2-util --init-token --free --label keyward-demo --so-pin "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$PIN" >/dev/null
+  # Not through run(): it would print both PINs on the terminal. The user PIN stays in hsm.pin only.
+  printf '  $ softhsm2-util --init-token --free --label keyward-demo --so-pin <random> --pin <hsm.pin>\n'
+  softhsm2-util --init-token --free --label keyward-demo --so-pin "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$PIN" >/dev/null
   MODULE=$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so 2>/dev/null | head -1)
   BACKEND_YAML="  pkcs11: {module: $MODULE, token_label: keyward-demo, pin_file: $DEMO/hsm.pin}"
 fi
