@@ -282,7 +282,7 @@ func (k *Keys) remember(ak authKey, v uint32, err error, ttl time.Duration) {
 		k.newest[ak] = versionEntry{version: v, err: err, expires: exp}
 	}
 	// Any answer about a scope and op is an authorization answer too.
-	k.auth[authKey{ak.identity, ak.scope, ak.alg, ak.op}] = authEntry{err: err, expires: exp}
+	k.auth[ak] = authEntry{err: err, expires: exp}
 	k.mu.Unlock()
 }
 
