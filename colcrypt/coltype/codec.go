@@ -39,8 +39,23 @@ func (s *Session) dateStyle(t Type) (style int, dmy bool, err error) {
 		return styleISO, false, nil
 	}
 	style = -1
-	for _, part := range strings.Split(s.DateStyle, ",") {
-		switch strings.ToUpper(strings.TrimSpace(part)) {
+	// This runs for every date and timestamp rendered as text, so it does not allocate: Cut rather
+	// than Split, and the words upper-cased in a stack buffer ("Postgres" and "German" as reported).
+	var upper [16]byte
+	for rest, more := s.DateStyle, true; more && style != -2; {
+		var part string
+		part, rest, more = strings.Cut(rest, ",")
+		word := upper[:0] // stays empty (not understood) when longer than any DateStyle word
+		if part = strings.TrimSpace(part); len(part) <= len(upper) {
+			for i := 0; i < len(part); i++ {
+				c := part[i]
+				if 'a' <= c && c <= 'z' {
+					c -= 'a' - 'A'
+				}
+				word = append(word, c)
+			}
+		}
+		switch string(word) {
 		case "ISO":
 			style = styleISO
 		case "SQL":
@@ -54,9 +69,6 @@ func (s *Session) dateStyle(t Type) (style int, dmy bool, err error) {
 		case "MDY", "US", "NONEURO", "NONEUROPEAN", "YMD":
 		default:
 			style = -2
-		}
-		if style == -2 {
-			break
 		}
 	}
 	if style < 0 {

@@ -111,7 +111,30 @@ func TestDateStyles(t *testing.T) {
 			t.Errorf("%s %s %q: %q (%v), want %q", c.style, c.t, c.in, got, err, c.want)
 		}
 	}
-	if _, err := Render(Date, TextFormat, []byte{0, 0, 0, 0}, &Session{DateStyle: "Klingon"}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("unknown DateStyle: %v", err)
+	for _, style := range []string{"Klingon", "ISO, Klingon", "ISO,", "DMY"} {
+		if _, err := Render(Date, TextFormat, []byte{0, 0, 0, 0}, &Session{DateStyle: style}); !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("DateStyle %q: %v", style, err)
+		}
+	}
+}
+
+// TestRenderDateTimeAllocs: text output of dates and timestamps, once per row in the proxy, does not
+// allocate when dst has room (the DateStyle is read without splitting it into a slice).
+func TestRenderDateTimeAllocs(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Session{TimeZone: ny, DateStyle: "Postgres, DMY"}
+	for _, typ := range []Type{Date, Timestamp, Timestamptz} {
+		canon := make([]byte, typ.Size())
+		dst := make([]byte, 0, 128)
+		if n := testing.AllocsPerRun(100, func() {
+			if _, err := AppendRender(dst, typ, TextFormat, canon, s); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per render", typ, n)
+		}
 	}
 }
