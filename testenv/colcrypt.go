@@ -66,5 +66,5 @@ func (c *Colcrypt) Pid() int {
 
 // DSN is a URL for user through the proxy.
 func (c *Colcrypt) DSN(pg *PG, user, password string) string {
-	return fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", user, password, c.Addr, pg.Database)
+	return pg.DSNAt(c.Addr, user, password)
 }

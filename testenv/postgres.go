@@ -254,8 +254,13 @@ func (p *PG) Start(t testing.TB) {
 
 // DSN is a URL for user on the cluster's database, sslmode=disable.
 func (p *PG) DSN(user, password string) string {
+	return p.DSNAt(fmt.Sprintf("%s:%d", p.Host, p.Port), user, password)
+}
+
+// DSNAt is DSN with another host:port: the cluster's database through a proxy listening at addr.
+func (p *PG) DSNAt(addr, user, password string) string {
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
-		Host: fmt.Sprintf("%s:%d", p.Host, p.Port), Path: "/" + p.Database, RawQuery: "sslmode=disable"}
+		Host: addr, Path: "/" + p.Database, RawQuery: "sslmode=disable"}
 	return u.String()
 }
 

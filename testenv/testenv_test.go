@@ -74,6 +74,15 @@ func TestScramLogin(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "password authentication failed") {
 		t.Fatalf("wrong password: want authentication failure, got %v", err)
 	}
+	// DSNAt escapes what a URL cannot carry as is; the cluster's own address makes it the same DSN.
+	if _, err := pgx.Connect(ctx, p.DSNAt(fmt.Sprintf("127.0.0.1:%d", p.Port), p.User, p.Password+"@/:?#%")); err == nil || !strings.Contains(err.Error(), "password authentication failed") {
+		t.Fatalf("DSNAt with an unusual wrong password: want authentication failure, got %v", err)
+	}
+	if c, err := pgx.Connect(ctx, p.DSNAt(fmt.Sprintf("127.0.0.1:%d", p.Port), p.User, p.Password)); err != nil {
+		t.Fatalf("DSNAt: %v", err)
+	} else {
+		c.Close(ctx)
+	}
 	out, err := p.Psql(t, p.UserDSN(), "-t", "-A", "-c", "SELECT 40+2")
 	if err != nil || strings.TrimSpace(out) != "42" {
 		t.Fatalf("psql: %q %v", out, err)
