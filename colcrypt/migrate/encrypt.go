@@ -325,6 +325,24 @@ func (r *runner) sealRows(ctx context.Context, tx pgx.Tx, rows [][][]byte, vi in
 	return len(rows), nil
 }
 
+// advance records a committed-to-be batch in the progress row, inside the batch's transaction:
+// its last key (at index 1 of lastRow, after the ctid) and n more rows done. It then runs the
+// BeforeCommit hook, and returns the key to continue after.
+func (r *runner) advance(ctx context.Context, tx pgx.Tx, kind string, lastRow [][]byte, n int) ([]string, error) {
+	t := r.t
+	next := t.keyOf(lastRow, 1)
+	if _, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET last_key = $1, rows_done = rows_done + $2, updated_at = now()
+		WHERE table_name = $3 AND column_name = $4 AND kind = $5`, next, n, t.schema+"."+t.table, t.col, kind); err != nil {
+		return nil, fmt.Errorf("migrate: progress: %w", err)
+	}
+	if r.o.BeforeCommit != nil {
+		if err := r.o.BeforeCommit(r.res.Batches); err != nil {
+			return nil, err
+		}
+	}
+	return next, nil
+}
+
 // same checks that env opens to want.
 func (r *runner) same(ctx context.Context, env, want []byte) error {
 	got, err := r.o.Keys.Open(ctx, r.o.Identity, r.t.ck, env, nil)
@@ -388,22 +406,8 @@ func (r *runner) copy(ctx context.Context, p *progressRow) error {
 			if n, err = r.sealRows(ctx, tx, rows, 1+len(t.pk), false); err != nil {
 				return err
 			}
-			lastRow := rows[len(rows)-1]
-			next := make([]string, len(t.pk))
-			for i := range t.pk {
-				next[i] = string(lastRow[1+i])
-			}
-			if _, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET last_key = $1, rows_done = rows_done + $2, updated_at = now()
-				WHERE table_name = $3 AND column_name = $4 AND kind = $5`, next, n, t.schema+"."+t.table, t.col, kindEncrypt); err != nil {
-				return fmt.Errorf("migrate: progress: %w", err)
-			}
-			if r.o.BeforeCommit != nil {
-				if err := r.o.BeforeCommit(r.res.Batches); err != nil {
-					return err
-				}
-			}
-			last = next
-			return nil
+			last, err = r.advance(ctx, tx, kindEncrypt, rows[len(rows)-1], n)
+			return err // on an error the run stops: last no longer matters
 		})
 		if err != nil {
 			return err
@@ -499,11 +503,7 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 			}
 			if mismatch {
 				ve.Mismatches++
-				key := make([]string, len(t.pk))
-				for i := range t.pk {
-					key[i] = string(row[i])
-				}
-				bad = append(bad, key)
+				bad = append(bad, t.keyOf(row, 0))
 			}
 		}
 		return nil

@@ -269,6 +269,15 @@ func (t *target) keyset(first int) (order, text, after string) {
 	return strings.Join(o, ", "), strings.Join(x, ", "), "(" + strings.Join(l, ", ") + ") > (" + strings.Join(r, ", ") + ")"
 }
 
+// keyOf copies the primary key, as text from index from of a raw row, out of the row.
+func (t *target) keyOf(row [][]byte, from int) []string {
+	key := make([]string, len(t.pk))
+	for i := range key {
+		key[i] = string(row[from+i])
+	}
+	return key
+}
+
 // lockKey is the advisory lock of a column, shared by encrypt-column and rewrap.
 func (t *target) lock(ctx context.Context, conn *pgx.Conn) (unlock func(), err error) {
 	key := "keyward-migrate:" + t.name()

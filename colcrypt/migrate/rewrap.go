@@ -165,22 +165,10 @@ func (r *runner) rewrapPass(ctx context.Context, last []string, hexHeader string
 			if err := sendExact(ctx, tx, b); err != nil {
 				return err
 			}
-			lastRow := rows[len(rows)-1]
-			next := make([]string, len(t.pk))
-			for i := range t.pk {
-				next[i] = string(lastRow[1+i])
-			}
-			if _, err := tx.Exec(ctx, `UPDATE `+t.qprogress+` SET last_key = $1, rows_done = rows_done + $2, updated_at = now()
-				WHERE table_name = $3 AND column_name = $4 AND kind = $5`, next, len(rows), t.schema+"."+t.table, t.col, kindRewrap); err != nil {
-				return fmt.Errorf("migrate: progress: %w", err)
-			}
-			if r.o.BeforeCommit != nil {
-				if err := r.o.BeforeCommit(r.res.Batches); err != nil {
-					return err
-				}
+			if last, err = r.advance(ctx, tx, kindRewrap, rows[len(rows)-1], len(rows)); err != nil {
+				return err
 			}
 			n = len(rows)
-			last = next
 			return nil
 		})
 		if err != nil {
@@ -287,10 +275,6 @@ func (r *runner) scan(ctx context.Context, exprs []string, sampleWhere string, t
 		}
 		seen += int64(len(rows))
 		r.report(PhaseVerify, seen, total)
-		lastRow := rows[len(rows)-1]
-		last = make([]string, len(t.pk))
-		for i := range t.pk {
-			last[i] = string(lastRow[i])
-		}
+		last = t.keyOf(rows[len(rows)-1], 0)
 	}
 }
