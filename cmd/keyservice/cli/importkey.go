@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 
@@ -26,11 +24,11 @@ func importKeyCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				der, err := x509.MarshalPKIXPublicKey(pub)
+				p, err := backend.PublicKeyPEM(pub)
 				if err != nil {
 					return err
 				}
-				if err := os.WriteFile(out, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+				if err := os.WriteFile(out, p, 0o644); err != nil {
 					return err
 				}
 				fmt.Fprintf(e.out, "import public key (RSA-%d) written to %s\n", pub.N.BitLen(), out)

@@ -11,9 +11,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -403,7 +401,7 @@ func Bundle(t *testing.T, pub *rsa.PublicKey, secret []byte, oaepHash string) []
 	t.Helper()
 	ossl := testenv.Require(t, "openssl")
 	dir := t.TempDir()
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	pubPEM, err := backend.PublicKeyPEM(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +412,7 @@ func Bundle(t *testing.T, pub *rsa.PublicKey, secret []byte, oaepHash string) []
 		}
 		return p
 	}
-	pemPath := write("import.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	pemPath := write("import.pem", pubPEM)
 	secretPath := write("secret", secret)
 	run := func(args ...string) []byte {
 		out, err := exec.Command(ossl, args...).Output()
