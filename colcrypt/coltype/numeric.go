@@ -312,7 +312,8 @@ func parseNumericBinary(b []byte) (decimal, string) {
 	return d, ""
 }
 
-func canonicalNumeric(dst []byte, format int16, src []byte) ([]byte, error) {
+// parseNumericInput reads a numeric as a client sends it (numeric_in or numeric_recv input).
+func parseNumericInput(format int16, src []byte) (decimal, error) {
 	var d decimal
 	var reason string
 	if format == BinaryFormat {
@@ -321,7 +322,15 @@ func canonicalNumeric(dst []byte, format int16, src []byte) ([]byte, error) {
 		d, reason = parseDecimal(src)
 	}
 	if reason != "" {
-		return dst, valueErr(Numeric, format, "%s", reason)
+		return d, valueErr(Numeric, format, "%s", reason)
+	}
+	return d, nil
+}
+
+func canonicalNumeric(dst []byte, format int16, src []byte) ([]byte, error) {
+	d, err := parseNumericInput(format, src)
+	if err != nil {
+		return dst, err
 	}
 	d.normalize()
 	if reason := d.checkLimits(); reason != "" {
@@ -358,15 +367,9 @@ func decimalFromInt(v int64) decimal {
 // the input had ("1.50" -> "1.50", "1.5e3" -> "1500", "-0.00" -> "0.00"). Only a numeric converted to
 // text needs it; everywhere else the canonical form (minimal scale) is what is stored.
 func numericDisplayText(to Type, format int16, src []byte) ([]byte, error) {
-	var d decimal
-	var reason string
-	if format == BinaryFormat {
-		d, reason = parseNumericBinary(src)
-	} else {
-		d, reason = parseDecimal(src)
-	}
-	if reason != "" {
-		return nil, valueErr(Numeric, format, "%s", reason)
+	d, err := parseNumericInput(format, src)
+	if err != nil {
+		return nil, err
 	}
 	if d.special != 0 {
 		d.normalize()
