@@ -239,7 +239,7 @@ func CanonicalFromOID(t Type, srcOID uint32, format int16, src []byte, s *Sessio
 	}
 	if from, ok := TypeForOID(srcOID); ok {
 		if from == Numeric && isTextual(t) {
-			return numericDisplayText(t, format, src) // keeps the parameter's scale, as numeric -> text does
+			return numericDisplayText(format, src) // keeps the parameter's scale, as numeric -> text does
 		}
 		c, err := Canonical(from, format, src, s)
 		if err != nil {

@@ -51,7 +51,7 @@ func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 	if lit.Kind == NumberLiteral && lit.Cast == "" && src == Numeric && isTextual(t) {
 		// numeric -> text prints the constant's own scale (1.50 stays "1.50"), which the canonical
 		// numeric form has dropped: print it from the constant.
-		return numericDisplayText(t, TextFormat, []byte(lit.Value))
+		return numericDisplayText(TextFormat, []byte(lit.Value))
 	}
 	var canon []byte
 	var err error
@@ -79,7 +79,7 @@ func ParseLiteral(t Type, lit Literal, s *Session) ([]byte, error) {
 			// numeric -> text prints the display scale, which canonical numeric has dropped: the
 			// constant's own scale, or the scale of the cast's type modifier.
 			if mod.n == 0 {
-				return numericDisplayText(t, TextFormat, []byte(lit.Value))
+				return numericDisplayText(TextFormat, []byte(lit.Value))
 			}
 			return numericWithScale(canon, mod.scale())
 		}

@@ -366,7 +366,7 @@ func decimalFromInt(v int64) decimal {
 // numericDisplayText is numeric_out of a numeric input before normalization: with the display scale
 // the input had ("1.50" -> "1.50", "1.5e3" -> "1500", "-0.00" -> "0.00"). Only a numeric converted to
 // text needs it; everywhere else the canonical form (minimal scale) is what is stored.
-func numericDisplayText(to Type, format int16, src []byte) ([]byte, error) {
+func numericDisplayText(format int16, src []byte) ([]byte, error) {
 	d, err := parseNumericInput(format, src)
 	if err != nil {
 		return nil, err
