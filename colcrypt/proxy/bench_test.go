@@ -80,14 +80,13 @@ log_disconnections = 0
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	dsn = strings.Replace(pg.UserDSN(), fmt.Sprintf("%s:%d", pg.Host, pg.Port), addr, 1)
-	waitFor(t, 10*time.Second, "pgbouncer up", func() bool {
+	dsn = pg.DSNAt(addr, pg.User, pg.Password)
+	testenv.WaitFor(t, 10*time.Second, "pgbouncer up", func() error {
 		c, err := pgconn.Connect(context.Background(), dsn)
 		if err != nil {
-			return false
+			return err
 		}
-		c.Close(context.Background())
-		return true
+		return c.Close(context.Background())
 	})
 	return dsn, cmd.Process.Pid
 }

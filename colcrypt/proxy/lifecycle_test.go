@@ -36,29 +36,26 @@ func TestClientDisconnectMidQuery(t *testing.T) {
 			t.Fatal(err)
 		}
 		go c.Exec(context.Background(), "SELECT pg_sleep(30)")
-		waitFor(t, 5*time.Second, "backend running pg_sleep", func() bool {
-			var n int
-			direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid).Scan(&n)
-			return n == 1
+		testenv.WaitFor(t, 5*time.Second, "backend running pg_sleep", func() error {
+			return backendCount(ctx, direct, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid, 1)
 		})
 		c.PgConn().Conn().Close() // the client vanishes without Terminate
-		waitFor(t, 3*time.Second, "backend gone", func() bool {
-			var n int
-			direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n)
-			return n == 0
+		testenv.WaitFor(t, 3*time.Second, "backend gone", func() error {
+			return backendCount(ctx, direct, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid, 0)
 		})
 	})
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+// backendCount checks that query (a count of pg_stat_activity rows for pid) returns want.
+func backendCount(ctx context.Context, c *pgx.Conn, query string, pid, want int) error {
+	var n int
+	if err := c.QueryRow(ctx, query, pid).Scan(&n); err != nil {
+		return err
 	}
+	if n != want {
+		return fmt.Errorf("%d rows, want %d", n, want)
+	}
+	return nil
 }
 
 func TestPostgresRestart(t *testing.T) {
