@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -518,8 +517,7 @@ func (r *runner) verifyEncrypted(ctx context.Context) error {
 		return nil
 	}
 	// By primary key, not ctid: the row may have moved since it was read.
-	_, _, keyEq := t.keyset(1)
-	keyEq = strings.Replace(keyEq, ") > (", ") = (", 1)
+	keyEq := t.keyCompare("=", 1)
 	err := withTx(ctx, r.o.Conn, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		for _, key := range bad {

@@ -241,7 +241,7 @@ func resolve(ctx context.Context, conn *pgx.Conn, c config.Column) (*target, err
 	t.ck = colkeys.Column{Table: t.schema + "." + t.table, Name: t.col, Scope: c.Scope, Mode: c.Mode}
 	t.qtable = ident(t.schema, t.table)
 	t.qcol = ident(t.col)
-	t.qshadow = ident(t.col + "__kw")
+	t.qshadow = ident(t.shadowName())
 	t.qprogress = ident(t.schema, "keyward_migrations")
 	return t, nil
 }
@@ -257,16 +257,25 @@ func (t *target) requirePK() error {
 // key as text, and the "after" predicate comparing the key with params $first.. (as text, cast to
 // the key's types so the comparison uses the key's own ordering and its index).
 func (t *target) keyset(first int) (order, text, after string) {
-	var o, x, l, r []string
+	var o, x []string
 	for i, p := range t.pk {
 		q := ident(p.name)
 		o = append(o, q)
 		// Aliased: a bare output name "id" would make ORDER BY id sort by the text.
 		x = append(x, fmt.Sprintf("%s::text AS kw_key%d", q, i))
-		l = append(l, q)
+	}
+	return strings.Join(o, ", "), strings.Join(x, ", "), t.keyCompare(">", first)
+}
+
+// keyCompare is the predicate "(key) op (params $first..)", the params given as text and cast to
+// the key's types.
+func (t *target) keyCompare(op string, first int) string {
+	var l, r []string
+	for i, p := range t.pk {
+		l = append(l, ident(p.name))
 		r = append(r, fmt.Sprintf("$%d::text::%s", first+i, p.typ))
 	}
-	return strings.Join(o, ", "), strings.Join(x, ", "), "(" + strings.Join(l, ", ") + ") > (" + strings.Join(r, ", ") + ")"
+	return "(" + strings.Join(l, ", ") + ") " + op + " (" + strings.Join(r, ", ") + ")"
 }
 
 // keyOf copies the primary key, as text from index from of a raw row, out of the row.
