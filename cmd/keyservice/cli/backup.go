@@ -16,24 +16,12 @@ func backupCmd(e *env) *cobra.Command {
 	return c
 }
 
-// readWrapKey reads a raw 32-byte AES key file straight into locked memory.
+// readWrapKey reads the --wrap-key file (backend.ReadWrapKey: 32 raw bytes, into locked memory).
 func readWrapKey(path string) (*memsafe.Key, error) {
 	if path == "" {
 		return nil, usagef("--wrap-key is required")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("wrap key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() != 32 {
-		return nil, fmt.Errorf("wrap key %s: %d bytes, want a raw 32-byte AES-256 key", path, fi.Size())
-	}
-	return memsafe.FromReader(f, 32)
+	return backend.ReadWrapKey(path)
 }
 
 func backupExportCmd(e *env) *cobra.Command {
