@@ -21,7 +21,6 @@ import (
 	"github.com/keyward/keyward/colcrypt/config"
 	"github.com/keyward/keyward/colcrypt/migrate"
 	"github.com/keyward/keyward/keyagent/client"
-	"github.com/keyward/keyward/keyagent/confile"
 )
 
 func init() {
@@ -66,15 +65,9 @@ func (e *migrationEnv) close() {
 
 // open loads the config, connects to Postgres directly and to the agent.
 func (f *dbFlags) open(ctx context.Context, cmd *cobra.Command) (*migrationEnv, error) {
-	if err := confile.ApplyEnv(cmd.Flags(), envPrefix); err != nil {
-		return nil, &exitError{ExitConfig, err}
-	}
-	if f.configPath == "" {
-		return nil, &exitError{ExitConfig, errors.New("--config is required")}
-	}
-	cfg, err := config.Load(f.configPath)
+	cfg, err := loadConfig(cmd, &f.configPath)
 	if err != nil {
-		return nil, &exitError{ExitConfig, err}
+		return nil, err
 	}
 	pc, err := f.pgConfig(cfg)
 	if err != nil {

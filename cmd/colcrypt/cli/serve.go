@@ -30,16 +30,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the proxy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Flags first, then KEYWARD_COLCRYPT_<FLAG> (KEYWARD_COLCRYPT_CONFIG, KEYWARD_COLCRYPT_LISTEN).
-			if err := confile.ApplyEnv(cmd.Flags(), envPrefix); err != nil {
-				return &exitError{ExitConfig, err}
-			}
-			if configPath == "" {
-				return &exitError{ExitConfig, errors.New("--config is required")}
-			}
-			cfg, err := config.Load(configPath)
+			cfg, err := loadConfig(cmd, &configPath)
 			if err != nil {
-				return &exitError{ExitConfig, err}
+				return err
 			}
 			if listen != "" {
 				cfg.Listen = listen
@@ -50,6 +43,22 @@ func newServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&configPath, "config", "", "colcrypt.yaml (or $KEYWARD_COLCRYPT_CONFIG)")
 	cmd.Flags().StringVar(&listen, "listen", "", "override listen: host:port")
 	return cmd
+}
+
+// loadConfig fills the flags not given from KEYWARD_COLCRYPT_<FLAG> (KEYWARD_COLCRYPT_CONFIG,
+// KEYWARD_COLCRYPT_LISTEN, ...), then loads the --config file (read through path after that).
+func loadConfig(cmd *cobra.Command, path *string) (*config.Config, error) {
+	if err := confile.ApplyEnv(cmd.Flags(), envPrefix); err != nil {
+		return nil, &exitError{ExitConfig, err}
+	}
+	if *path == "" {
+		return nil, &exitError{ExitConfig, errors.New("--config is required")}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return nil, &exitError{ExitConfig, err}
+	}
+	return cfg, nil
 }
 
 // Interceptor is installed by the column-encryption layer before serve runs (nil: pure proxy).
