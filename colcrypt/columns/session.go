@@ -609,23 +609,6 @@ func (ss *session) rowPlanFor(rd *pgproto3.RowDescription) *rowPlan {
 	return rp
 }
 
-// typeSize is pg_type.typlen of a declared type.
-func typeSize(t coltype.Type) int16 {
-	switch t {
-	case coltype.Bool:
-		return 1
-	case coltype.Int2:
-		return 2
-	case coltype.Int4, coltype.Date:
-		return 4
-	case coltype.Int8, coltype.Float8, coltype.Timestamp, coltype.Timestamptz:
-		return 8
-	case coltype.UUID:
-		return 16
-	}
-	return -1
-}
-
 func (ss *session) rowDescription(m *proxy.BackendMessage) proxy.Verdict {
 	rd := describedFields(m)
 	if rd == nil {
@@ -651,7 +634,7 @@ func (ss *session) rowDescription(m *proxy.BackendMessage) proxy.Verdict {
 			f.Format = formatAt(req.Portal.ResultFormats, fp.index) // the server's may be our binary
 		}
 		f.DataTypeOID = fp.col.typ.OID()
-		f.DataTypeSize = typeSize(fp.col.typ)
+		f.DataTypeSize = fp.col.typ.Size()
 		f.TypeModifier = -1
 	}
 	raw, err := out.Encode(nil)
