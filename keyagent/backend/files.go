@@ -46,3 +46,35 @@ func ReadWrapKey(path string) (*memsafe.Key, error) {
 	}
 	return k, nil
 }
+
+// ReadSecretFile reads a short secret (the soft backend's passphrase, a PKCS#11 PIN) from the file at
+// path into locked memory, dropping one trailing newline ("\n" or "\r\n"). The read buffer is wiped, so
+// no copy stays on the heap. An empty secret, or one of 4096 bytes or more, is ErrBadInput. Errors name
+// the file, never its contents.
+func ReadSecretFile(path string) (*memsafe.Key, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	defer clear(buf)
+	n, err := f.Read(buf)
+	if err != nil && n == 0 {
+		return nil, fmt.Errorf("%s: empty or unreadable: %w", path, ErrBadInput)
+	}
+	if n == len(buf) {
+		return nil, fmt.Errorf("%s is too long (max 4095 bytes): %w", path, ErrBadInput)
+	}
+	p := buf[:n]
+	if len(p) > 0 && p[len(p)-1] == '\n' {
+		p = p[:len(p)-1]
+		if len(p) > 0 && p[len(p)-1] == '\r' {
+			p = p[:len(p)-1]
+		}
+	}
+	if len(p) == 0 {
+		return nil, fmt.Errorf("%s is empty: %w", path, ErrBadInput)
+	}
+	return memsafe.FromBytes(p)
+}

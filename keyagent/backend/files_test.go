@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,47 @@ func TestReadWrapKey(t *testing.T) {
 	}
 	if _, err := ReadWrapKey(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+func TestReadSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		content string
+		want    int // secret length; -1: rejected
+	}{
+		{"plain", "s3cret", 6},
+		{"newline", "s3cret\n", 6},
+		{"crlf", "s3cret\r\n", 6},
+		{"only one newline dropped", "s3cret\n\n", 7},
+		{"empty", "", -1},
+		{"only a newline", "\n", -1},
+		{"too long", strings.Repeat("x", 4096), -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name)
+			if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			k, err := ReadSecretFile(p)
+			if (tt.want >= 0) != (err == nil) {
+				t.Fatalf("ReadSecretFile: %v, want ok=%v", err, tt.want >= 0)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadInput) {
+					t.Fatalf("error %v does not wrap ErrBadInput", err)
+				}
+				return
+			}
+			defer k.Destroy()
+			if k.Len() != tt.want {
+				t.Fatalf("secret length %d, want %d", k.Len(), tt.want)
+			}
+		})
+	}
+	if _, err := ReadSecretFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
 	}
 }

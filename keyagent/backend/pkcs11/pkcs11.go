@@ -63,7 +63,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -182,18 +181,17 @@ func Open(cfg Config) (*Backend, error) {
 }
 
 func readPIN(cfg Config) (*memsafe.Key, error) {
-	pin := []byte(cfg.PIN)
 	if cfg.PinFile != "" {
-		var err error
-		if pin, err = os.ReadFile(cfg.PinFile); err != nil {
+		pin, err := backend.ReadSecretFile(cfg.PinFile)
+		if err != nil {
 			return nil, fmt.Errorf("pkcs11: pin file: %w", err)
 		}
-		pin = []byte(strings.TrimRight(string(pin), "\r\n"))
+		return pin, nil
 	}
-	if len(pin) == 0 {
+	if cfg.PIN == "" {
 		return nil, fmt.Errorf("pkcs11: %w: no PIN (pin or pin_file)", backend.ErrBadInput)
 	}
-	return memsafe.FromBytes(pin)
+	return memsafe.FromBytes([]byte(cfg.PIN))
 }
 
 // connect finds the token, opens the holder and pool sessions and logs in.

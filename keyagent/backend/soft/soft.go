@@ -207,9 +207,9 @@ func Open(cfg Config) (*Backend, error) {
 	if err := cfg.Argon2.check(); err != nil {
 		return nil, fmt.Errorf("soft backend: %w: %v", backend.ErrBadInput, err)
 	}
-	pass, err := readPassphrase(cfg.PassphraseFile)
+	pass, err := backend.ReadSecretFile(cfg.PassphraseFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("soft backend: passphrase file: %w", err)
 	}
 	b := &Backend{cfg: cfg, pass: pass}
 	unlock, err := b.flock()
@@ -240,38 +240,6 @@ func Open(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-func readPassphrase(path string) (*memsafe.Key, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("soft backend: passphrase file: %w", err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	n, err := f.Read(buf)
-	if err != nil && n == 0 {
-		clear(buf)
-		return nil, fmt.Errorf("soft backend: passphrase file %s: empty or unreadable: %w", path, backend.ErrBadInput)
-	}
-	if n == len(buf) {
-		clear(buf)
-		return nil, fmt.Errorf("soft backend: passphrase file %s is too long (max 4095 bytes): %w", path, backend.ErrBadInput)
-	}
-	p := buf[:n]
-	if len(p) > 0 && p[len(p)-1] == '\n' {
-		p = p[:len(p)-1]
-		if len(p) > 0 && p[len(p)-1] == '\r' {
-			p = p[:len(p)-1]
-		}
-	}
-	if len(p) == 0 {
-		clear(buf)
-		return nil, fmt.Errorf("soft backend: passphrase file %s is empty: %w", path, backend.ErrBadInput)
-	}
-	k, err := memsafe.FromBytes(p)
-	clear(buf)
-	return k, err
 }
 
 func deriveKEK(pass *memsafe.Key, h header) (*memsafe.Key, error) {
