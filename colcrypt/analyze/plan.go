@@ -281,6 +281,13 @@ type CopyColumn struct {
 // parser assumes for the text it reads): the proxy must refuse sessions that turn it off.
 func ByteaLiteral(b []byte) string {
 	var sb strings.Builder
+	writeByteaLiteral(&sb, b)
+	return sb.String()
+}
+
+// writeByteaLiteral writes ByteaLiteral(b) to sb (Render writes each envelope straight into the
+// statement text it builds).
+func writeByteaLiteral(sb *strings.Builder, b []byte) {
 	sb.Grow(len(b)*2 + 12)
 	sb.WriteString(`'\x`)
 	var buf [64]byte
@@ -291,7 +298,6 @@ func ByteaLiteral(b []byte) string {
 		b = b[n:]
 	}
 	sb.WriteString(`'::bytea`)
-	return sb.String()
 }
 
 // Replacement is a plain text edit.
@@ -358,7 +364,7 @@ func Render(sql string, edits []Edit, seal func(v *Value) ([][]byte, error)) (st
 				if i > 0 {
 					sb.WriteString(", ")
 				}
-				sb.WriteString(ByteaLiteral(env))
+				writeByteaLiteral(&sb, env)
 			}
 		}
 		text := sb.String()
