@@ -144,6 +144,14 @@ func ParseWrapping(s string) (Wrapping, error) {
 		WrapRSAAESKeyWrapSHA1, WrapRSAAESKeyWrapSHA256)
 }
 
+// HashName is the OAEP (and MGF1) hash of w, "SHA-1" or "SHA-256", for messages.
+func (w Wrapping) HashName() string {
+	if w == WrapRSAAESKeyWrapSHA256 {
+		return "SHA-256"
+	}
+	return "SHA-1"
+}
+
 // ImportKeyBits is the size of the BYOK import RSA key.
 const ImportKeyBits = 3072
 

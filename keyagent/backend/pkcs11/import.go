@@ -165,7 +165,7 @@ func (b *Backend) Import(ctx context.Context, name string, kind backend.Kind, bu
 				backend.ErrUnsupported, err, backend.WrapRSAAESKeyWrapSHA1)
 		case err != nil:
 			return fmt.Errorf("%w: the ephemeral key does not decrypt with RSA-OAEP %s under this import key "+
-				"(wrong --wrapping, or a bundle made for another import key): %v", backend.ErrBadInput, hashName(w), err)
+				"(wrong --wrapping, or a bundle made for another import key): %v", backend.ErrBadInput, w.HashName(), err)
 		}
 		defer c.ctx.DestroyObject(s, eph)
 		// Modules do not always record CKA_VALUE_LEN on unwrap (SoftHSM 2.6 leaves 0); when they do,
@@ -282,11 +282,4 @@ func (c *conn) valueLen(s p11.SessionHandle, h p11.ObjectHandle) (int, error) {
 		return int(binary.NativeEndian.Uint32(v)), nil
 	}
 	return 0, errors.New("bad CKA_VALUE_LEN")
-}
-
-func hashName(w backend.Wrapping) string {
-	if w == backend.WrapRSAAESKeyWrapSHA256 {
-		return "SHA-256"
-	}
-	return "SHA-1"
 }

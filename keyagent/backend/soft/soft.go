@@ -754,7 +754,7 @@ func (b *Backend) Import(ctx context.Context, name string, kind backend.Kind, bu
 		eph, err := rsa.DecryptOAEP(h(), nil, priv, wEph, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%w: the ephemeral key does not decrypt with RSA-OAEP %s under this import key "+
-				"(wrong --wrapping, or a bundle made for another import key)", backend.ErrBadInput, hashName(w))
+				"(wrong --wrapping, or a bundle made for another import key)", backend.ErrBadInput, w.HashName())
 		}
 		defer clear(eph)
 		if len(eph) != 32 {
@@ -795,13 +795,6 @@ func (b *Backend) Import(ctx context.Context, name string, kind backend.Kind, bu
 		}, nil
 	})
 	return out, kcv, err
-}
-
-func hashName(w backend.Wrapping) string {
-	if w == backend.WrapRSAAESKeyWrapSHA256 {
-		return "SHA-256"
-	}
-	return "SHA-1"
 }
 
 // ExportBackup implements backend.Backend.
