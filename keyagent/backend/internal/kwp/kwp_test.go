@@ -33,7 +33,7 @@ func TestRFC5649(t *testing.T) {
 			}
 			p, err := Unwrap(unhex(t, kek), w)
 			if err != nil || hex.EncodeToString(p) != tt.key {
-				t.Fatalf("Unwrap = %x, %v", p, err)
+				t.Fatalf("Unwrap: %v (or not the vector's key)", err)
 			}
 		})
 	}
