@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,19 +24,18 @@ func TestServeBinary(t *testing.T) {
 	if err := os.WriteFile(pw, []byte(e.pg.SuperPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	config := func(port int, extra string) string {
-		f := filepath.Join(dir, fmt.Sprintf("colcrypt-%d.yaml", port))
-		body := fmt.Sprintf(`version: 1
-listen: 127.0.0.1:%d
-upstream: {host: 127.0.0.1, port: %d, tls: disable}
-agent: {socket: %s}
-catalog: {database: %s, user: %s, password_file: catalog.pw}
+	// What follows the header StartColcrypt writes (version, listen, upstream, agent).
+	body := fmt.Sprintf(`catalog: {database: %s, user: %s, password_file: %s}
 columns:
   - {table: public.employees, column: ssn, type: text, mode: deterministic, scope: "payroll:employees.ssn"}
   - {table: public.employees, column: salary, type: numeric, mode: randomized, scope: "payroll:employees.salary"}
   - {table: public.employees, column: note, type: text, mode: hsm, scope: "vault:employees.note"}
-%s`, port, e.pg.Port, e.st.Agent.Socket, e.pg.Database, e.pg.SuperUser, extra)
-		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+`, e.pg.Database, e.pg.SuperUser, pw)
+	config := func(port int, extra string) string {
+		f := filepath.Join(dir, fmt.Sprintf("colcrypt-%d.yaml", port))
+		head := fmt.Sprintf("version: 1\nlisten: 127.0.0.1:%d\nupstream: {host: 127.0.0.1, port: %d, tls: disable}\nagent: {socket: %s}\n",
+			port, e.pg.Port, e.st.Agent.Socket)
+		if err := os.WriteFile(f, []byte(head+body+extra), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return f
@@ -58,32 +55,13 @@ columns:
 		}
 	})
 
-	port := testenv.FreePort(t)
-	cmd := exec.Command(bin, "serve", "--config", config(port, "on_denied: null\n"))
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("colcrypt serve did not listen: %s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	cc := testenv.StartColcrypt(t, testenv.ColcryptOptions{PG: e.pg, Agent: e.st.Agent, Extra: body + "on_denied: null\n"})
+	addr := cc.Addr
 	out, err := e.pg.Psql(t, e.userDSN(addr), "-A", "-t",
 		"-c", `INSERT INTO employees (id, name, ssn, salary, note) VALUES (1, 'ann', '123-45-6789', 1234.5, 'secret note')`,
 		"-c", `SELECT name, ssn, salary, note FROM employees WHERE ssn = '123-45-6789'`)
 	if err != nil || !strings.Contains(out, "ann|123-45-6789|1234.5|secret note") {
-		t.Fatalf("psql through colcrypt serve: %v\n%s\n%s", err, out, logs.String())
+		t.Fatalf("psql through colcrypt serve: %v\n%s\n%s", err, out, cc.Log())
 	}
 	out, err = e.pg.Psql(t, e.dsn(addr, "carol", rolePassword), "-A", "-t", "-c", `SELECT name, ssn, note FROM employees`)
 	if err != nil || !strings.Contains(out, "ann||") {
