@@ -131,6 +131,11 @@ var aliases = map[string]Type{
 // Type modifiers ("varchar(20)", "numeric(10,2)") are rejected: they change values (rounding,
 // truncation) and are not applied by this package.
 func ParseType(name string) (Type, error) {
+	// The spellings the parser produces ("pg_catalog.int4", "text") without allocating: the proxy
+	// reads a cast parameter's type with this at every Bind.
+	if t, ok := aliases[strings.TrimPrefix(name, "pg_catalog.")]; ok {
+		return t, nil
+	}
 	n := strings.ToLower(strings.Join(strings.Fields(name), " "))
 	n = strings.TrimPrefix(n, "pg_catalog.")
 	n = strings.Trim(n, `"`)
