@@ -139,11 +139,10 @@ func AppendRender(dst []byte, t Type, format int16, canonical []byte, s *Session
 		return dst, fmt.Errorf("coltype: format code %d: want 0 (text) or 1 (binary)", format)
 	}
 	switch t {
-	case Text, Varchar, Bytea:
-		if t == Bytea {
-			return renderBytea(dst, format, canonical)
-		}
+	case Text, Varchar:
 		return append(dst, canonical...), nil
+	case Bytea:
+		return renderBytea(dst, format, canonical)
 	case Int2, Int4, Int8:
 		return renderInt(dst, t, format, canonical)
 	case Numeric:
