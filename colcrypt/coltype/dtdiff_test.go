@@ -54,13 +54,21 @@ func dateTimesAgainstPostgres(t *testing.T, query func(tz, sql string, format in
 		tz := []string{"", "America/New_York", "Asia/Kolkata"}[r.IntN(3)]
 		ours, err := Canonical(ty, TextFormat, []byte(in), session(t, tz))
 		pg, pgErr := query(tz, fmt.Sprintf("SELECT $1::%s", ty), BinaryFormat, in)
-		switch {
-		case err == nil && pgErr != nil:
-			t.Errorf("%s %q: we accept, PostgreSQL refuses: %v", ty, in, pgErr)
-		case err != nil && pgErr == nil && !errors.Is(err, ErrUnsupported):
-			t.Errorf("%s %q: we refuse (%v), PostgreSQL accepts", ty, in, err)
-		case err == nil && !bytes.Equal(ours, pg):
-			t.Errorf("%s %q (tz %q): ours %x, PostgreSQL %x", ty, in, tz, ours, pg)
-		}
+		agreeWithPostgres(t, fmt.Sprintf("%s %q (tz %q)", ty, in, tz), ours, err, pg, pgErr)
+	}
+}
+
+// agreeWithPostgres reports where our reading of one input (ours, err) differs from PostgreSQL's
+// (pg, pgErr): we accept what it refuses, refuse what it accepts (unless on purpose, ErrUnsupported),
+// or read another value.
+func agreeWithPostgres(t *testing.T, what string, ours []byte, err error, pg []byte, pgErr error) {
+	t.Helper()
+	switch {
+	case err == nil && pgErr != nil:
+		t.Errorf("%s: we accept, PostgreSQL refuses: %v", what, pgErr)
+	case err != nil && pgErr == nil && !errors.Is(err, ErrUnsupported):
+		t.Errorf("%s: we refuse (%v), PostgreSQL accepts", what, err)
+	case err == nil && !bytes.Equal(ours, pg):
+		t.Errorf("%s: ours %x, PostgreSQL %x", what, ours, pg)
 	}
 }

@@ -1,8 +1,6 @@
 package coltype
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -83,13 +81,6 @@ func scalarsAgainstPostgres(t *testing.T, query func(tz, sql string, format int1
 		if ty == Numeric && pgErr == nil && len(pg) == 8 && pg[4]&0xC0 == 0xC0 {
 			pg[6], pg[7] = 0, 0 // PostgreSQL sends a dscale with NaN and infinities; we store 0
 		}
-		switch {
-		case err == nil && pgErr != nil:
-			t.Errorf("%s %q: we accept, PostgreSQL refuses: %v", ty, in, pgErr)
-		case err != nil && pgErr == nil && !errors.Is(err, ErrUnsupported):
-			t.Errorf("%s %q: we refuse (%v), PostgreSQL accepts", ty, in, err)
-		case err == nil && !bytes.Equal(ours, pg):
-			t.Errorf("%s %q: ours %x, PostgreSQL %x", ty, in, ours, pg)
-		}
+		agreeWithPostgres(t, fmt.Sprintf("%s %q", ty, in), ours, err, pg, pgErr)
 	}
 }
