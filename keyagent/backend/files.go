@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/keyward/keyward/keyagent/confile"
 	"github.com/keyward/keyward/memsafe"
 )
 
@@ -47,34 +48,14 @@ func ReadWrapKey(path string) (*memsafe.Key, error) {
 	return k, nil
 }
 
-// ReadSecretFile reads a short secret (the soft backend's passphrase, a PKCS#11 PIN) from the file at
-// path into locked memory, dropping one trailing newline ("\n" or "\r\n"). The read buffer is wiped, so
-// no copy stays on the heap. An empty secret, or one of 4096 bytes or more, is ErrBadInput. Errors name
-// the file, never its contents.
+// ReadSecretFile reads the secret file a config names (the soft backend's passphrase, a PKCS#11 PIN)
+// with confile.ReadSecretFile (which refuses files others can read and drops one trailing newline) and
+// moves it into locked memory at once, wiping the read buffer. Errors wrap ErrBadInput and name the
+// file, never its contents.
 func ReadSecretFile(path string) (*memsafe.Key, error) {
-	f, err := os.Open(path)
+	b, err := confile.ReadSecretFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	defer clear(buf)
-	n, err := f.Read(buf)
-	if err != nil && n == 0 {
-		return nil, fmt.Errorf("%s: empty or unreadable: %w", path, ErrBadInput)
-	}
-	if n == len(buf) {
-		return nil, fmt.Errorf("%s is too long (max 4095 bytes): %w", path, ErrBadInput)
-	}
-	p := buf[:n]
-	if len(p) > 0 && p[len(p)-1] == '\n' {
-		p = p[:len(p)-1]
-		if len(p) > 0 && p[len(p)-1] == '\r' {
-			p = p[:len(p)-1]
-		}
-	}
-	if len(p) == 0 {
-		return nil, fmt.Errorf("%s is empty: %w", path, ErrBadInput)
-	}
-	return memsafe.FromBytes(p)
+	return memsafe.FromBytes(b)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -50,20 +49,24 @@ func TestReadSecretFile(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
+		mode    os.FileMode
 		want    int // secret length; -1: rejected
 	}{
-		{"plain", "s3cret", 6},
-		{"newline", "s3cret\n", 6},
-		{"crlf", "s3cret\r\n", 6},
-		{"only one newline dropped", "s3cret\n\n", 7},
-		{"empty", "", -1},
-		{"only a newline", "\n", -1},
-		{"too long", strings.Repeat("x", 4096), -1},
+		{"plain", "s3cret", 0o600, 6},
+		{"newline", "s3cret\n", 0o600, 6},
+		{"crlf", "s3cret\r\n", 0o600, 6},
+		{"only one newline dropped", "s3cret\n\n", 0o600, 7},
+		{"empty", "", 0o600, -1},
+		{"only a newline", "\n", 0o600, -1},
+		{"group-readable", "s3cret\n", 0o640, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(dir, tt.name)
-			if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
+			if err := os.WriteFile(p, []byte(tt.content), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tt.mode); err != nil { // WriteFile's mode passes through the umask
 				t.Fatal(err)
 			}
 			k, err := ReadSecretFile(p)
