@@ -412,20 +412,6 @@ type portalData struct {
 	server []int16 // per column
 }
 
-// formatAt reads a Bind's format code list for column i (none: text, one: all).
-func formatAt(codes []int16, i int) int16 {
-	switch len(codes) {
-	case 0:
-		return 0
-	case 1:
-		return codes[0]
-	}
-	if i < len(codes) {
-		return codes[i]
-	}
-	return 0
-}
-
 // binaryResults asks the server for protected result columns in binary: bytea's text form is hex,
 // twice the size on the wire and a decoding step in the proxy, while the client's format is
 // rendered from the plaintext anyway. It needs the statement's row description (known when the
@@ -441,13 +427,13 @@ func (ss *session) binaryResults(m *proxy.FrontendMessage, nb *pgproto3.Bind) bo
 	}
 	var formats []int16
 	for _, fp := range rp.cols {
-		if fp.action != decrypt || formatAt(nb.ResultFormatCodes, fp.index) == coltype.BinaryFormat {
+		if fp.action != decrypt || proxy.FormatAt(nb.ResultFormatCodes, fp.index) == coltype.BinaryFormat {
 			continue
 		}
 		if formats == nil {
 			formats = make([]int16, len(st.Fields.Fields))
 			for i := range formats {
-				formats[i] = formatAt(nb.ResultFormatCodes, i)
+				formats[i] = proxy.FormatAt(nb.ResultFormatCodes, i)
 			}
 		}
 		formats[fp.index] = coltype.BinaryFormat
@@ -631,7 +617,7 @@ func (ss *session) rowDescription(m *proxy.BackendMessage) proxy.Verdict {
 		}
 		f := &out.Fields[fp.index]
 		if req := m.Request; req != nil && req.Kind == 'D' && req.DescribeKind == 'P' && req.Portal != nil {
-			f.Format = formatAt(req.Portal.ResultFormats, fp.index) // the server's may be our binary
+			f.Format = proxy.FormatAt(req.Portal.ResultFormats, fp.index) // the server's may be our binary
 		}
 		f.DataTypeOID = fp.col.typ.OID()
 		f.DataTypeSize = fp.col.typ.Size()

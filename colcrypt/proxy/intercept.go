@@ -146,7 +146,7 @@ type Request struct {
 // Format returns the format code (0 text, 1 binary) of result column i of the current result.
 func (r *Request) Format(i int) int16 {
 	if r.Kind == 'E' && r.Portal != nil {
-		return formatAt(r.Portal.ResultFormats, i)
+		return FormatAt(r.Portal.ResultFormats, i)
 	}
 	if r.Fields != nil && i < len(r.Fields.Fields) {
 		return r.Fields.Fields[i].Format
@@ -154,7 +154,9 @@ func (r *Request) Format(i int) int16 {
 	return 0
 }
 
-func formatAt(codes []int16, i int) int16 {
+// FormatAt applies the protocol's rule for a list of format codes (Bind's parameter and result
+// formats) to column or parameter i: no codes mean text, one code applies to all.
+func FormatAt(codes []int16, i int) int16 {
 	switch len(codes) {
 	case 0:
 		return 0
@@ -197,7 +199,7 @@ type Portal struct {
 }
 
 // ParamFormat returns the format code of parameter i as the client bound it.
-func (p *Portal) ParamFormat(i int) int16 { return formatAt(p.ParamFormats, i) }
+func (p *Portal) ParamFormat(i int) int16 { return FormatAt(p.ParamFormats, i) }
 
 // Session is what an interceptor learns about a client session. Role and Database are the values of
 // the StartupMessage, which PostgreSQL has authenticated by the time Open is called.
